@@ -1,0 +1,1 @@
+"""Example third-party reward plugin for nftkit."""

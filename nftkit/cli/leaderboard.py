@@ -1,0 +1,34 @@
+"""``nftkit leaderboard``: the latest evaluation of every model, per suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nftkit.cli.state import STATE
+
+
+def leaderboard(
+    suite: str = typer.Option(None, "--suite", "-s", help="Only this suite."),
+    fmt: str = typer.Option(
+        "table", "--format", "-f", help="table, markdown, csv, json or html."
+    ),
+    plot: Path = typer.Option(None, "--plot", help="Also draw a grouped bar chart to this PNG."),
+) -> None:
+    """Show one row per model with its latest metrics."""
+    from nftkit.results.leaderboard import format_leaderboard, plot_leaderboard
+    from nftkit.results.store import ResultsStore, database_url
+
+    store = ResultsStore(database_url(STATE.db))
+    rows = store.leaderboard(suite)
+    rendered = format_leaderboard(rows, fmt)
+    if isinstance(rendered, Table):
+        Console().print(rendered)
+    else:
+        typer.echo(rendered)
+    if plot is not None:
+        plot_leaderboard(rows, plot)
+        typer.echo(f"plot written to {plot}", err=True)

@@ -1,0 +1,151 @@
+"""The Reward contract that every reward plugin implements.
+
+A reward is a class with metadata on the class (``name``, ``higher_is_better``, ``score_range``,
+``version``, like torchmetrics keeps metric metadata on the class) and one call:
+``reward(images, prompts, metadata=None) -> RewardOutput``. Models load lazily on first call,
+on the device given at construction. Subclasses implement ``load`` (optional) and
+``score_batch``; the base class validates inputs, converts images to what the subclass
+declares in ``input_format``, splits into batches and checks what comes back.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from PIL import Image
+
+from nftkit.errors import InputError, InvalidScoreError
+from nftkit.images import ImageBatch, batch_size_of, to_pil, to_tensor
+
+
+@dataclass
+class RewardOutput:
+    """Scores (float32 [B], CPU) and per-sample details (OCR text, judge reasons, ...)."""
+
+    scores: torch.Tensor
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.scores = torch.as_tensor(self.scores, dtype=torch.float32).detach().cpu()
+        if not self.details:
+            self.details = [{} for _ in range(self.scores.shape[0])]
+
+
+class Reward(ABC):
+    """Base class of every reward model.
+
+    Class attributes are the reward's metadata and are read without loading weights.
+    """
+
+    name: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool] = True
+    score_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    input_format: ClassVar[Literal["pil", "tensor"]] = "pil"
+    needs_metadata: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = 16,
+        weights_dir: str | Path | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.weights_dir = weights_dir
+        self._loaded = False
+
+    # ----------------------------------------------------------------- subclass hooks
+    def load(self) -> None:
+        """Load model weights; called once, lazily, before the first score_batch."""
+
+    @abstractmethod
+    def score_batch(
+        self,
+        images: list[Image.Image] | torch.Tensor,
+        prompts: list[str],
+        metadata: list[dict[str, Any]],
+    ) -> RewardOutput:
+        """Score one batch (at most ``batch_size`` images) already in ``input_format``."""
+
+    # ----------------------------------------------------------------------- public API
+    def ensure_loaded(self) -> None:
+        """Load the model now if it is not loaded yet."""
+        if not self._loaded:
+            self.load()
+            self._loaded = True
+
+    def __call__(
+        self,
+        images: ImageBatch,
+        prompts: Sequence[str],
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> RewardOutput:
+        """Score ``images`` against ``prompts``; returns float32 scores [B] on the CPU."""
+        n = batch_size_of(images)
+        prompts = list(prompts)
+        if len(prompts) != n:
+            raise InputError(f"{self.name}: got {n} images but {len(prompts)} prompts")
+        meta = [dict(m) for m in metadata] if metadata is not None else [{} for _ in range(n)]
+        if len(meta) != n:
+            raise InputError(f"{self.name}: got {n} images but {len(meta)} metadata entries")
+        if self.needs_metadata and any(not m for m in meta):
+            raise InputError(
+                f"reward '{self.name}' needs per-sample metadata (e.g. a JSONL manifest with a "
+                "'metadata' object per line)"
+            )
+        if n == 0:
+            return RewardOutput(torch.zeros(0), [])
+        self.ensure_loaded()
+        converted = to_tensor(images) if self.input_format == "tensor" else to_pil(images)
+        scores: list[torch.Tensor] = []
+        details: list[dict[str, Any]] = []
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            out = self.score_batch(converted[start:stop], prompts[start:stop], meta[start:stop])
+            self._check_output(out, stop - start)
+            scores.append(out.scores)
+            details.extend(out.details)
+        return RewardOutput(torch.cat(scores), details)
+
+    def info(self) -> dict[str, Any]:
+        """Metadata as a JSON-friendly dict."""
+        return reward_info(type(self))
+
+    def _check_output(self, out: RewardOutput, expected: int) -> None:
+        if not isinstance(out, RewardOutput):
+            raise InvalidScoreError(
+                f"reward '{self.name}' returned {type(out).__name__}, expected RewardOutput"
+            )
+        if tuple(out.scores.shape) != (expected,):
+            raise InvalidScoreError(
+                f"reward '{self.name}' returned scores of shape {tuple(out.scores.shape)}, "
+                f"expected ({expected},)"
+            )
+        if len(out.details) != expected:
+            raise InvalidScoreError(
+                f"reward '{self.name}' returned {len(out.details)} details for {expected} images"
+            )
+
+
+def reward_info(cls: type[Reward]) -> dict[str, Any]:
+    """A reward class's metadata as a JSON-friendly dict (no weights are loaded)."""
+    low, high = cls.score_range
+    return {
+        "name": cls.name,
+        "higher_is_better": cls.higher_is_better,
+        "range": [None if math.isinf(low) else low, None if math.isinf(high) else high],
+        "version": cls.version,
+        "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+    }
