@@ -15,7 +15,7 @@ from types import ModuleType
 import typer
 
 from nftkit import __version__
-from nftkit.cli import leaderboard, plugins, score
+from nftkit.cli import demo, evaluate, leaderboard, plugins, score, train
 from nftkit.cli.state import STATE
 from nftkit.errors import NftkitError, UsageError
 
@@ -59,6 +59,9 @@ app.add_typer(plugins.rewards_app, name="rewards")
 app.add_typer(plugins.evaluators_app, name="evaluators")
 app.command("score")(score.score)
 app.command("leaderboard")(leaderboard.leaderboard)
+app.command("train")(train.train)
+app.command("eval")(evaluate.evaluate)
+app.command("demo")(demo.demo)
 
 
 def _fail(message: str, code: int) -> None:

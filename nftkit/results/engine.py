@@ -117,7 +117,10 @@ def connection_error(url: str | URL, exc: BaseException) -> NftkitError:
     if parsed is not None and parsed.get_backend_name() == "sqlite":
         hint = "check that the directory exists and is writable and the file is a SQLite database"
     else:
-        hint = "check that the server is running and reachable, the host, port, user and password"
+        hint = (
+            "check that the server is running and reachable and the host, port, database, "
+            "user and password"
+        )
     return NftkitError(
         f"cannot open results database {masked}: {detail}; {hint} (set --db or NFTKIT_DB)"
     )

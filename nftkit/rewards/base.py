@@ -67,7 +67,7 @@ class Reward(ABC):
         self._loaded = False
 
     # ----------------------------------------------------------------- subclass hooks
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027 - optional hook, a no-op for weight-free rewards
         """Load model weights; called once, lazily, before the first score_batch."""
 
     @abstractmethod

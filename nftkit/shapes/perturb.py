@@ -54,8 +54,9 @@ def _candidate_edits(metadata: dict[str, Any], rng: np.random.Generator) -> list
         edits.append(_drop_clause(i))
         if count >= 2:
             edits.append(_set_count(i, count - 1))
-        limit = min((c["count"] for c in metadata.get("exclude", []) if c["class"] == cls),
-                    default=None)
+        limit = min(
+            (c["count"] for c in metadata.get("exclude", []) if c["class"] == cls), default=None
+        )
         if limit is not None and count + 1 >= limit and count + 1 <= MAX_COUNT:
             edits.append(_set_count(i, count + 1))
         if clause.get("position"):
@@ -66,7 +67,10 @@ def _candidate_edits(metadata: dict[str, Any], rng: np.random.Generator) -> list
     colored = [i for i, c in enumerate(include) if c.get("color") and c["count"] > 0]
     if len(colored) == 2:
         a, b = colored
-        if include[a]["color"] != include[b]["color"] and include[a]["class"] != include[b]["class"]:
+        if (
+            include[a]["color"] != include[b]["color"]
+            and include[a]["class"] != include[b]["class"]
+        ):
             edits.append(_swap_colors(a, b))
     return edits
 

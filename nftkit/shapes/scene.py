@@ -156,9 +156,7 @@ def _place_one(
 
 def _apart(a: Box, b: Box) -> bool:
     """True when boxes a and b are separated by at least GAP pixels along some axis."""
-    return (
-        a[0] >= b[2] + GAP or b[0] >= a[2] + GAP or a[1] >= b[3] + GAP or b[1] >= a[3] + GAP
-    )
+    return a[0] >= b[2] + GAP or b[0] >= a[2] + GAP or a[1] >= b[3] + GAP or b[1] >= a[3] + GAP
 
 
 _DIRECTIONS = {"left of": (-1, 0), "right of": (1, 0), "above": (0, -1), "below": (0, 1)}
@@ -181,4 +179,3 @@ def _positions_hold(include: list[dict[str, Any]], groups: list[list[ShapeObject
                 if main < CLEAR_MAIN or cross > CLEAR_CROSS:
                     return False
     return True
-

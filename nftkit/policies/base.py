@@ -1,0 +1,76 @@
+"""The Policy contract that the trainers see (DESIGN.md): sample, velocity, decode.
+
+A policy owns a model with the two LoRA adapters of DiffusionNFT ("default", trained; "old",
+the frozen sampling copy); ``adapter=None`` means all adapters disabled, i.e. the reference model.
+Conditioning is whatever ``encode_prompts`` returns: a tensor or a dict of tensors whose first
+dimension is the batch, so that trainers can index and concatenate it without knowing its content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+Cond = torch.Tensor | dict[str, Any]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What can sample images and predict velocities, with NFT's adapters."""
+
+    model: nn.Module
+    device: torch.device
+    latent_shape: tuple[int, ...]
+    lora_targets: list[str]
+
+    def encode_prompts(self, prompts: Sequence[str]) -> Cond:
+        """Conditioning for a batch of prompts."""
+        ...
+
+    def velocity(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond, adapter: str | None = "default"
+    ) -> torch.Tensor:
+        """Flow velocity v = eps - x0 at x_t, t in [0, 1] (t = 1 is noise), float32."""
+        ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Clean latents -> images float [B, 3, H, W] in [0, 1]."""
+        ...
+
+
+def index_cond(cond: Cond, index: torch.Tensor | slice) -> Cond:
+    """Select batch rows of a conditioning tensor or dict of tensors (other values kept)."""
+    if isinstance(cond, torch.Tensor):
+        return cond[index]
+    return {k: v[index] if isinstance(v, torch.Tensor) else v for k, v in cond.items()}
+
+
+def cat_conds(conds: Sequence[Cond]) -> Cond:
+    """Concatenate conditionings along the batch dimension."""
+    first = conds[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(conds))  # type: ignore[arg-type]
+    return {
+        k: torch.cat([c[k] for c in conds]) if isinstance(v, torch.Tensor) else v  # type: ignore[index]
+        for k, v in first.items()
+    }
+
+
+def repeat_cond(cond: Cond, repeats: int) -> Cond:
+    """Repeat each row ``repeats`` times (prompt i's rows stay contiguous)."""
+    if isinstance(cond, torch.Tensor):
+        return cond.repeat_interleave(repeats, dim=0)
+    return {
+        k: v.repeat_interleave(repeats, dim=0) if isinstance(v, torch.Tensor) else v
+        for k, v in cond.items()
+    }
+
+
+def has_lora_layers(model: nn.Module) -> bool:
+    """True when peft LoRA layers have been injected into ``model``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return any(isinstance(m, BaseTunerLayer) for m in model.modules())

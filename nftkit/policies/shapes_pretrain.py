@@ -1,0 +1,130 @@
+"""Pre-train the shapes-world base model (``shapes-base``) from synthetic scenes.
+
+The data are made so that the base model is imperfect without guidance, as Stable Diffusion 3.5
+Medium is on GenEval (0.24 CFG-free): for every prompt, only a fraction ``p_correct`` of the
+training images satisfy it; the rest show a plausible mistake (wrong count, color, relation or
+object, from ``perturb_metadata``). Flow matching learns that mixture, so sampling without
+guidance is right only part of the time, and RL has a mode to select.
+
+    python -m nftkit.policies.shapes_pretrain --output nftkit/assets/shapes-base
+
+reproduces the shipped weights (same seed, same steps; CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nftkit.policies.shapes import ShapesPolicy
+from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
+from nftkit.shapes.perturb import perturb_metadata
+from nftkit.shapes.prompts import ALL_TASKS, VOCAB, all_prompts
+from nftkit.shapes.scene import render, sample_scene
+
+
+def training_pairs(
+    rng: np.random.Generator, batch_size: int, p_correct: float, pool: dict[str, list[dict]]
+) -> tuple[torch.Tensor, list[str]]:
+    """A batch of (image in [-1, 1], prompt): tasks uniform, prompts uniform within a task."""
+    images, prompts = [], []
+    tasks = sorted(pool)
+    for _ in range(batch_size):
+        task = tasks[rng.integers(len(tasks))]
+        meta = pool[task][rng.integers(len(pool[task]))]
+        shown = meta if rng.random() < p_correct else perturb_metadata(meta, rng)
+        images.append(render(sample_scene(shown, rng)))
+        prompts.append(meta["prompt"])
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return pixels, prompts
+
+
+def save_ema(config: ShapesModelConfig, ema: dict[str, torch.Tensor], output: Path) -> None:
+    """Write the EMA weights as a loadable model folder (intermediate or final)."""
+    snapshot = ShapesFlowModel(config)
+    snapshot.load_state_dict(ema)
+    ShapesPolicy(snapshot).save_pretrained(output)
+
+
+def pretrain(
+    output: Path,
+    steps: int = 2000,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    p_correct: float = 0.5,
+    seed: int = 0,
+    log_every: int = 50,
+    save_every: int = 250,
+) -> dict[str, float]:
+    """Train from scratch with the flow-matching loss and write an EMA checkpoint to ``output``."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    config = ShapesModelConfig(vocab_size=len(VOCAB))
+    policy = ShapesPolicy(ShapesFlowModel(config))
+    model = policy.model
+    model.train()
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    warmup = max(steps // 20, 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))),
+    )
+    pool = {task: all_prompts(task) for task in ALL_TASKS}
+    start, running = time.time(), None
+    for step in range(steps):
+        x0, prompts = training_pairs(rng, batch_size, p_correct, pool)
+        cond = policy.encode_prompts(prompts)
+        t = torch.sigmoid(torch.randn(batch_size))  # logit-normal, as SD3
+        eps = torch.randn_like(x0)
+        x_t = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * eps
+        v = policy.velocity(x_t, t, cond, adapter=None)
+        loss = (v - (eps - x0)).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v_ in model.state_dict().items():
+                if v_.is_floating_point():
+                    ema[k].mul_(decay).add_(v_.detach(), alpha=1 - decay)
+                else:
+                    ema[k].copy_(v_)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if log_every and (step + 1) % log_every == 0:
+            print(f"step {step + 1}/{steps} loss {running:.4f} "
+                  f"({time.time() - start:.0f}s)", flush=True)
+        if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+            save_ema(config, ema, output)
+    save_ema(config, ema, output)
+    stats = {"steps": steps, "batch_size": batch_size, "lr": lr, "p_correct": p_correct,
+             "seed": seed, "final_loss": float(running or 0.0), "seconds": time.time() - start}
+    (Path(output) / "training.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--p-correct", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    stats = pretrain(args.output, args.steps, args.batch_size, args.lr, args.p_correct, args.seed)
+    print(json.dumps(stats))
+
+
+if __name__ == "__main__":
+    main()
