@@ -24,7 +24,10 @@ def describe_model(model: str | Path) -> dict[str, Any]:
     """What kind of model ``model`` names: {"family": ..., "base": ..., "lora": ...}."""
     path = Path(model)
     if (path / MODEL_INFO_FILE).is_file():
-        return json.loads((path / MODEL_INFO_FILE).read_text())
+        info = json.loads((path / MODEL_INFO_FILE).read_text())
+        if not isinstance(info, dict) or "base" not in info:
+            raise MissingWeightsError(f"{path / MODEL_INFO_FILE} does not name its base model")
+        return info
     if str(model) in BUILTIN_MODELS or (path / CONFIG_FILE).is_file():
         return {"family": "shapes", "base": str(model)}
     if path.exists():

@@ -140,10 +140,12 @@ class NFTTrainer:
         self.model_info = model_info or {}
         self.on_epoch_end = on_epoch_end
         self.ts = timesteps(config.num_steps, config.shift)
-        add_nft_adapters(
-            policy.model, policy.lora_targets, rank=config.lora_rank, alpha=config.lora_alpha,
-            init=config.lora_init,
-        )
+        with torch.random.fork_rng(devices=[]):  # LoRA init depends on the seed only
+            torch.manual_seed(_seed(config.seed, 0))
+            add_nft_adapters(
+                policy.model, policy.lora_targets, rank=config.lora_rank,
+                alpha=config.lora_alpha, init=config.lora_init,
+            )
         self.trainable = list(adapter_parameters(policy.model, "default").values())
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=config.lr, betas=config.adam_betas,
@@ -330,7 +332,7 @@ class NFTTrainer:
 
         model = self.policy.model
         with self.ema.swapped_in(self.trainable):
-            adapter = {k: v.detach().cpu().contiguous() for k, v in
+            adapter = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in
                        adapter_parameters(model, "default").items()}
             prefix = getattr(self.policy, "lora_prefix", "transformer")
             diffusers_sd = lora_state_dict_for_diffusers(model, "default", prefix=prefix)
