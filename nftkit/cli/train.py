@@ -26,6 +26,12 @@ def train(
     seed: int = typer.Option(None, "--seed", help="Random seed."),
     device: str = typer.Option("cpu", help="Torch device."),
     checkpoint_every: int = typer.Option(None, help="Checkpoint every N epochs."),
+    config_file: Path = typer.Option(
+        None, "--config", help="TOML file of NFT options (a [nft] table or top-level keys)."
+    ),
+    overrides: list[str] = typer.Option(
+        None, "--set", help="NFT option as key=value (value parsed as JSON), repeatable."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a model against the composed reward with DiffusionNFT."""
@@ -38,14 +44,16 @@ def train(
             f"(presets: {', '.join(PRESETS)})"
         )
     base = get_preset(preset) if preset else None
+    options = {**_read_config(config_file), **_parse_overrides(overrides or [])}
+    options.update({k: v for k, v in {"epochs": steps, "seed": seed,
+                                      "checkpoint_every": checkpoint_every}.items()
+                    if v is not None})
     spec = TrainSpec(
         preset=preset,
         model=model or (base.model if base else ""),
         rewards=rewards or (base.rewards if base else ""),
         prompts=prompts or (base.prompts if base else ""),
-        config=(base.nft_config if base else _default_config)(
-            epochs=steps, seed=seed, checkpoint_every=checkpoint_every
-        ),
+        config=(base.nft_config if base else _default_config)(**options),
         output=output,
         device=device,
     )
@@ -70,6 +78,35 @@ def train(
     console.print(f"trained {summary['epochs']} epochs in {time.time() - start:.0f}s; "
                   f"outputs in {output}")
     typer.echo(json.dumps(summary))
+
+
+def _read_config(path: Path | None) -> dict[str, Any]:
+    """NFT options from a TOML file: the [nft] table, or the top-level keys."""
+    if path is None:
+        return {}
+    import tomllib
+
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: invalid TOML ({exc})") from exc
+    return dict(data.get("nft", data))
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON when they parse, else strings."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        try:
+            result[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            result[key] = raw
+    return result
 
 
 def _default_config(**overrides: Any) -> Any:
