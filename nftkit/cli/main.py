@@ -15,7 +15,7 @@ from types import ModuleType
 import typer
 
 from nftkit import __version__
-from nftkit.cli import demo, evaluate, leaderboard, plugins, score, serve, train
+from nftkit.cli import debug, demo, evaluate, leaderboard, plugins, score, serve, train
 from nftkit.cli.state import STATE
 from nftkit.errors import NftkitError, UsageError
 
@@ -63,6 +63,7 @@ app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
+app.add_typer(debug.debug_app, name="debug")
 
 
 def _fail(message: str, code: int) -> None:

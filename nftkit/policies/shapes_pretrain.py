@@ -6,9 +6,11 @@ training images satisfy it; the rest show a plausible mistake (wrong count, colo
 object, from ``perturb_metadata``). Flow matching learns that mixture, so sampling without
 guidance is right only part of the time, and RL has a mode to select.
 
-    python -m nftkit.policies.shapes_pretrain --output nftkit/assets/shapes-base
+    python -m nftkit.policies.shapes_pretrain --output nftkit/assets/shapes-base \
+        --steps 1000 --schedule-steps 2000
 
-reproduces the shipped weights (same seed, same steps; CPU).
+reproduces the shipped weights (seed 0, batch 64, lr 1e-3, p_correct 0.5; CPU, about 20-30
+minutes on 2 cores): step 1000 of a 2000-step warmup + cosine schedule.
 """
 
 from __future__ import annotations
@@ -61,8 +63,14 @@ def pretrain(
     seed: int = 0,
     log_every: int = 50,
     save_every: int = 250,
+    schedule_steps: int | None = None,
 ) -> dict[str, float]:
-    """Train from scratch with the flow-matching loss and write an EMA checkpoint to ``output``."""
+    """Train from scratch with the flow-matching loss and write an EMA checkpoint to ``output``.
+
+    ``schedule_steps`` is the length of the warmup + cosine learning-rate schedule (default
+    ``steps``); stopping before its end keeps the weights of a longer run's intermediate step.
+    """
+    horizon = schedule_steps or steps
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     config = ShapesModelConfig(vocab_size=len(VOCAB))
@@ -71,10 +79,10 @@ def pretrain(
     model.train()
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    warmup = max(steps // 20, 1)
+    warmup = max(horizon // 20, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))),
+        lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s / horizon, 1.0)))),
     )
     pool = {task: all_prompts(task) for task in ALL_TASKS}
     start, running = time.time(), None
@@ -105,7 +113,7 @@ def pretrain(
         if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
             save_ema(config, ema, output)
     save_ema(config, ema, output)
-    stats = {"steps": steps, "batch_size": batch_size, "lr": lr, "p_correct": p_correct,
+    stats = {"steps": steps, "schedule_steps": horizon, "batch_size": batch_size, "lr": lr, "p_correct": p_correct,
              "seed": seed, "final_loss": float(running or 0.0), "seconds": time.time() - start}
     (Path(output) / "training.json").write_text(json.dumps(stats, indent=2))
     return stats
@@ -120,9 +128,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--p-correct", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schedule-steps", type=int, default=None,
+                        help="length of the LR schedule (default: --steps)")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    stats = pretrain(args.output, args.steps, args.batch_size, args.lr, args.p_correct, args.seed)
+    stats = pretrain(
+        args.output, args.steps, args.batch_size, args.lr, args.p_correct, args.seed,
+        schedule_steps=args.schedule_steps,
+    )
     print(json.dumps(stats))
 
 
