@@ -34,3 +34,13 @@ def run_cli(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --weights-dir with tiny random-init checkpoints of every model reward (real formats)."""
+    from nftkit.debug_tiny import make_tiny_weights
+
+    root = tmp_path_factory.mktemp("tiny-weights")
+    make_tiny_weights(root)
+    return root

@@ -16,6 +16,7 @@ import typer
 
 from nftkit import __version__
 from nftkit.cli import debug, demo, evaluate, leaderboard, plugins, score, serve, train
+from nftkit.cli import export as export_cmd
 from nftkit.cli.state import STATE
 from nftkit.errors import NftkitError, UsageError
 
@@ -63,6 +64,7 @@ app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
+app.command("export")(export_cmd.export)
 app.add_typer(debug.debug_app, name="debug")
 
 

@@ -1,8 +1,9 @@
-"""``nftkit rewards list`` and ``nftkit evaluators list``."""
+"""``nftkit rewards list``, ``nftkit rewards download`` and ``nftkit evaluators list``."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -51,6 +52,24 @@ def list_rewards(
 ) -> None:
     """List installed reward plugins with their load status."""
     _print(REWARDS, as_json)
+
+
+@rewards_app.command("download")
+def download_rewards(
+    names: list[str] = typer.Argument(..., help="Reward names, e.g. pickscore hpsv2."),
+    to: Path = typer.Option(
+        None, "--to", help="Write DIR/<reward>/ for --weights-dir instead of the hub cache."
+    ),
+) -> None:
+    """Pre-fetch reward weights into the Hugging Face cache (or a --weights-dir layout)."""
+    classes = [(name, REWARDS.load(name)) for name in names]  # unknown names fail first
+    for name, cls in classes:
+        download = getattr(cls, "download", None)
+        if download is None:
+            typer.echo(f"{name}: no weights to download")
+            continue
+        for path in download(to):
+            typer.echo(f"{name}\t{path}")
 
 
 @evaluators_app.command("list")

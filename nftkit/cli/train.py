@@ -27,10 +27,15 @@ def train(
     device: str = typer.Option("cpu", help="Torch device."),
     checkpoint_every: int = typer.Option(None, help="Checkpoint every N epochs."),
     config_file: Path = typer.Option(
-        None, "--config", help="TOML file of NFT options (a [nft] table or top-level keys)."
+        None, "--config",
+        help="TOML file of NFT options (a [nft] table or top-level keys), optional [policy] "
+        "table (dtype, resolution, gradient_checkpointing, autocast_dtype, ...) and "
+        "[[stages]] (name, epochs, rewards, prompts).",
     ),
     overrides: list[str] = typer.Option(
-        None, "--set", help="NFT option as key=value (value parsed as JSON), repeatable."
+        None, "--set",
+        help="NFT option as key=value (value parsed as JSON), repeatable; "
+        "policy.KEY=VALUE sets a policy option (e.g. policy.dtype=bf16).",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -45,6 +50,12 @@ def train(
         )
     base = get_preset(preset) if preset else None
     options = {**_read_config(config_file), **_parse_overrides(overrides or [])}
+    stages = options.pop("stages", None)
+    policy_options = {**(base.policy if base else {}),
+                      **{k.split(".", 1)[1]: options.pop(k) for k in list(options)
+                         if k.startswith("policy.")}}
+    if stages is None and base is not None and not (rewards or prompts):
+        stages = base.stages
     options.update({k: v for k, v in {"epochs": steps, "seed": seed,
                                       "checkpoint_every": checkpoint_every}.items()
                     if v is not None})
@@ -56,6 +67,8 @@ def train(
         config=(base.nft_config if base else _default_config)(**options),
         output=output,
         device=device,
+        policy_options=policy_options,
+        stages=stages or [],
     )
     if steps is not None and steps < 1:
         raise UsageError("--steps must be >= 1")
@@ -92,7 +105,13 @@ def _read_config(path: Path | None) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML ({exc})") from exc
-    return dict(data.get("nft", data))
+    options = dict(data.get("nft", {k: v for k, v in data.items()
+                                     if k not in ("policy", "stages")}))
+    for key, value in dict(data.get("policy", {})).items():
+        options[f"policy.{key}"] = value
+    if "stages" in data:
+        options["stages"] = list(data["stages"])
+    return options
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -7,7 +7,9 @@ with the NFT loss at the sampler's own timesteps (implicit positive/negative pol
 x0-space weights, the 5/beta scale, MSE to the adapter-disabled reference); then the old adapter
 is soft-updated towards the trained one. EMA weights of the trained adapter are kept for
 evaluation and export. The trainer only sees the Policy contract, so the shapes model and SD3.5
-share this code.
+share this code. Under several processes (``Distributed``) each process samples and scores its
+contiguous share of the epoch, the rewards are gathered so that advantages use the global std,
+and the trained adapter's gradients are averaged through DDP; only the main process writes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from nftkit.compose import RewardComposer, group_advantages, optimality_probabil
 from nftkit.errors import UsageError
 from nftkit.policies.base import Policy, index_cond, repeat_cond
 from nftkit.train import checkpoint as ckpt
+from nftkit.train.distributed import Distributed
 from nftkit.train.lora import (
     adapter_parameters,
     add_nft_adapters,
@@ -101,7 +104,12 @@ class PromptItem:
 
 @dataclass
 class EpochBatch:
-    """What one epoch's sampling produced."""
+    """What one epoch's sampling produced.
+
+    ``x0``, ``cond``, ``prompts`` and ``metadata`` hold this process's samples (the ``local``
+    slice of the epoch); ``groups``, ``rewards`` and ``components`` cover all samples of the
+    epoch, gathered from every process, so that advantages use the global std.
+    """
 
     x0: torch.Tensor
     cond: Any
@@ -110,6 +118,7 @@ class EpochBatch:
     groups: list[int]
     rewards: torch.Tensor
     components: dict[str, torch.Tensor]
+    local: slice = field(default_factory=lambda: slice(None))
 
 
 def _seed(*parts: int) -> int:
@@ -129,6 +138,7 @@ class NFTTrainer:
         output_dir: str | Path,
         model_info: dict[str, Any] | None = None,
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         if not prompts:
             raise UsageError("no training prompts")
@@ -139,6 +149,7 @@ class NFTTrainer:
         self.output_dir = Path(output_dir)
         self.model_info = model_info or {}
         self.on_epoch_end = on_epoch_end
+        self.dist = dist or Distributed()
         self.ts = timesteps(config.num_steps, config.shift)
         with torch.random.fork_rng(devices=[]):  # LoRA init depends on the seed only
             torch.manual_seed(_seed(config.seed, 0))
@@ -147,6 +158,14 @@ class NFTTrainer:
                 alpha=config.lora_alpha, init=config.lora_init,
             )
         self.trainable = list(adapter_parameters(policy.model, "default").values())
+        self.ddp = self.dist.wrap(policy.model)
+        if self.ddp is not None:
+            if not hasattr(policy, "forward_module"):
+                raise UsageError(
+                    f"{type(policy).__name__} cannot train under several processes "
+                    "(it has no forward_module for the DDP wrapper)"
+                )
+            policy.forward_module = self.ddp  # type: ignore[attr-defined]
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=config.lr, betas=config.adam_betas,
             weight_decay=config.weight_decay, eps=config.adam_eps,
@@ -166,9 +185,16 @@ class NFTTrainer:
         chosen = rng.choice(len(self.prompts), cfg.prompts_per_epoch, replace=replace)
         items = [self.prompts[i] for i in chosen]
         generator = torch.Generator().manual_seed(_seed(cfg.seed, epoch, 2))
-        n = len(items) * cfg.group_size
-        noise = torch.randn((n, *self.policy.latent_shape), generator=generator)
-        cond = repeat_cond(self.policy.encode_prompts([p.text for p in items]), cfg.group_size)
+        n_all = len(items) * cfg.group_size
+        local = self.dist.shard(n_all)
+        noise = torch.randn((n_all, *self.policy.latent_shape), generator=generator)[local]
+        prompt_cond = self.policy.encode_prompts([p.text for p in items])
+        if self.dist.enabled:  # only this process's rows (SD3 embeddings are large)
+            rows = torch.arange(n_all)[local] // cfg.group_size
+            cond = index_cond(prompt_cond, rows.to(self.policy.device))
+        else:
+            cond = repeat_cond(prompt_cond, cfg.group_size)
+        n = noise.shape[0]
         latents = []
         for start in range(0, n, cfg.sample_batch_size):
             part = slice(start, min(start + cfg.sample_batch_size, n))
@@ -180,15 +206,17 @@ class NFTTrainer:
             x_T = noise[part].to(self.policy.device)
             latents.append(sample(velocity, x_T, cfg.num_steps, cfg.solver, cfg.shift).float())
         x0 = torch.cat(latents)
-        prompts = [p.text for p in items for _ in range(cfg.group_size)]
-        metadata = [p.metadata for p in items for _ in range(cfg.group_size)]
+        prompts = [p.text for p in items for _ in range(cfg.group_size)][local]
+        metadata = [p.metadata for p in items for _ in range(cfg.group_size)][local]
         images = torch.cat([
             self.policy.decode(x0[i : i + cfg.sample_batch_size]).cpu()
             for i in range(0, n, cfg.sample_batch_size)
         ])
         scored = self.composer(images, prompts, metadata)
         groups = [int(i) for i in chosen for _ in range(cfg.group_size)]
-        return EpochBatch(x0, cond, prompts, metadata, groups, scored.total, scored.components)
+        rewards = self.dist.gather(scored.total)
+        components = {k: self.dist.gather(v) for k, v in scored.components.items()}
+        return EpochBatch(x0, cond, prompts, metadata, groups, rewards, components, local)
 
     # ------------------------------------------------------------------ training
     def train_on(self, batch: EpochBatch, epoch: int) -> dict[str, float]:
@@ -196,8 +224,10 @@ class NFTTrainer:
         cfg = self.config
         model = self.policy.model
         advantages = group_advantages(batch.rewards, batch.groups, cfg.std_mode)
-        r = optimality_probability(advantages, cfg.adv_clip)
-        generator = torch.Generator().manual_seed(_seed(cfg.seed, epoch, 3))
+        r_all = optimality_probability(advantages, cfg.adv_clip)
+        r = r_all[batch.local]
+        seed_parts = (cfg.seed, epoch, 3, self.dist.rank) if self.dist.enabled else (cfg.seed, epoch, 3)
+        generator = torch.Generator().manual_seed(_seed(*seed_parts))
         n = batch.x0.shape[0]
         order = torch.randperm(n, generator=generator)
         micro = [order[i : i + cfg.train_batch_size] for i in range(0, n, cfg.train_batch_size)]
@@ -206,6 +236,8 @@ class NFTTrainer:
         count = 0
         self.optimizer.zero_grad(set_to_none=True)
         for m, idx in enumerate(micro):
+            last = m == len(micro) - 1
+            sync_now = (m + 1) % cfg.grad_accum == 0 or last
             x0 = batch.x0[idx].to(self.policy.device)
             cond = index_cond(batch.cond, idx.to(self.policy.device))
             rr = r[idx].to(self.policy.device)
@@ -225,17 +257,17 @@ class NFTTrainer:
                         self.policy.velocity(x_t, t, cond, adapter=None)
                         if cfg.ref_weight > 0 else None
                     )
-                v = self.policy.velocity(x_t, t, cond, adapter="default")
-                loss, diag = nft_loss(
-                    v, v_old, v_ref, x_t, x0, eps, t, rr, cfg.beta,
-                    ref_weight=cfg.ref_weight, weighting=cfg.weighting,
-                )
-                (loss / (k * cfg.grad_accum)).backward()
+                with self.dist.no_sync(self.ddp, skip=not (sync_now and j == k - 1)):
+                    v = self.policy.velocity(x_t, t, cond, adapter="default")
+                    loss, diag = nft_loss(
+                        v, v_old, v_ref, x_t, x0, eps, t, rr, cfg.beta,
+                        ref_weight=cfg.ref_weight, weighting=cfg.weighting,
+                    )
+                    (loss / (k * cfg.grad_accum)).backward()
                 for key, value in diag.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
                 count += 1
-            last = m == len(micro) - 1
-            if (m + 1) % cfg.grad_accum == 0 or last:
+            if sync_now:
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
                 totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(grad_norm) * k
                 self.optimizer.step()
@@ -246,7 +278,8 @@ class NFTTrainer:
         eta = old_policy_decay(self.global_step, cfg.eta_schedule)
         soft_update_adapter(model, "old", "default", eta)
         stats = {key: value / max(count, 1) for key, value in totals.items()}
-        stats.update({"eta": eta, "r_mean": float(r.mean()), "adv_abs": float(advantages.abs().mean())})
+        stats.update({"eta": eta, "r_mean": float(r_all.mean()),
+                      "adv_abs": float(advantages.abs().mean())})
         return stats
 
     def run_epoch(self) -> dict[str, Any]:
@@ -259,6 +292,7 @@ class NFTTrainer:
             "step": self.global_step,
             "reward_mean": float(batch.rewards.mean()),
             "reward_std": float(batch.rewards.std(unbiased=False)),
+            **self._rank_views(batch),
             **{f"reward/{k}": float(v.mean()) for k, v in batch.components.items()},
             **stats,
             "seconds": time.time() - start,
@@ -271,6 +305,23 @@ class NFTTrainer:
             self.on_epoch_end(record)
         return record
 
+    def _rank_views(self, batch: EpochBatch) -> dict[str, Any]:
+        """Under several processes: each process's global reward std and LoRA checksum.
+
+        Every process computes the std from the gathered rewards and DDP keeps the adapters
+        identical; both views are gathered so that a divergence is visible (and fails loudly).
+        """
+        if not self.dist.enabled:
+            return {}
+        std = batch.rewards.std(unbiased=False).reshape(1).double()
+        checksum = torch.stack([p.detach().double().sum() for p in self.trainable]).sum()
+        stds = self.dist.gather(std).tolist()
+        sums = self.dist.gather(checksum.reshape(1).to(std.device)).tolist()
+        if max(stds) != min(stds) or max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
+            raise RuntimeError(f"processes disagree: reward std {stds}, LoRA checksum {sums}")
+        return {"world_size": self.dist.world_size, "reward_std_ranks": stds,
+                "lora_checksum_ranks": sums}
+
     # ------------------------------------------------------------------ persistence
     @property
     def checkpoint_root(self) -> Path:
@@ -280,6 +331,10 @@ class NFTTrainer:
     def save_checkpoint(self) -> Path:
         """Atomically write the full training state (adapters, EMA, optimizer, counters)."""
         model = self.policy.model
+        path = self.checkpoint_root / f"{ckpt.PREFIX}{self.epoch:07d}"
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return path
         opt_tensors, opt_meta = ckpt.optimizer_to_tensors(self.optimizer)
         path = ckpt.save_checkpoint(
             self.checkpoint_root,
@@ -302,6 +357,7 @@ class NFTTrainer:
             keep=self.config.keep_checkpoints,
         )
         self.export()
+        self.dist.barrier()
         return path
 
     def resume(self) -> bool:

@@ -1,11 +1,21 @@
-"""Named training presets: a base model, a reward spec, a prompt source and NFT settings."""
+"""Named training presets: a base model, a reward spec, a prompt source and NFT settings.
+
+The ``sd35m-*`` presets mirror the DiffusionNFT reference settings for Stable Diffusion 3.5
+Medium (REFERENCE.md section 1): LoRA r 32 / alpha 64 on the joint-attention projections,
+48 prompts x 24 images per epoch, per-GPU batch 9, CFG-free sampling, AdamW 3e-4, beta 1.0 for
+single preference/GenEval rewards and 0.1 for OCR and multi-reward, reference weight 1e-4.
+Their training prompt sets are not bundled: put them in ``$NFTKIT_PROMPTS_DIR`` (see
+``TRAINING_PROMPT_SETS``) or pass ``--prompts FILE``.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from nftkit.errors import UnknownPluginError
+from nftkit.errors import UnknownPluginError, UsageError
 from nftkit.train.nft import NFTConfig, PromptItem
 
 
@@ -20,6 +30,8 @@ class Preset:
     config: dict[str, Any] = field(default_factory=dict)
     eval_suite: str | None = None
     description: str = ""
+    policy: dict[str, Any] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     def nft_config(self, **overrides: Any) -> NFTConfig:
         """The preset's NFTConfig with overrides applied (None values ignored)."""
@@ -54,6 +66,80 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+SD35M_MODEL = "stabilityai/stable-diffusion-3.5-medium"
+# Reference settings shared by every SD3.5-Medium preset (REFERENCE.md section 1).
+_SD35M_NFT: dict[str, Any] = {
+    "prompts_per_epoch": 48,
+    "group_size": 24,
+    "num_steps": 10,
+    "solver": "dpm2",
+    "shift": 3.0,  # the SD3.5-Medium scheduler's shift
+    "sample_batch_size": 9,
+    "train_batch_size": 9,
+    "lora_rank": 32,
+    "lora_alpha": 64,
+    "lora_init": "gaussian",
+    "lr": 3e-4,
+    "ref_weight": 1e-4,
+    "eta_schedule": "default",
+    "checkpoint_every": 10,
+}
+_SD35M_POLICY: dict[str, Any] = {"resolution": 512}
+
+
+def _sd35m(name: str, rewards: str, prompts: str, eval_suite: str | None, description: str,
+           stages: list[dict[str, Any]] | None = None, **nft: Any) -> Preset:
+    return Preset(name=name, model=SD35M_MODEL, rewards=rewards, prompts=prompts,
+                  config={**_SD35M_NFT, **nft}, eval_suite=eval_suite, description=description,
+                  policy=dict(_SD35M_POLICY), stages=list(stages or []))
+
+
+# Paper appendix C: PickScore + CLIPScore + HPSv2.1 on Pick-a-Pic prompts (800 it), then + GenEval
+# on GenEval prompts (300, 200, 200), then + OCR on OCR prompts (100); 40 sampling steps.
+# PickScore enters divided by 26 as in the reference multi-reward sum.
+_PREFERENCE = "pickscore=0.038461538461538464,clipscore,hpsv2"
+MULTIREWARD_STAGES: list[dict[str, Any]] = [
+    {"name": "preference", "epochs": 800, "rewards": _PREFERENCE, "prompts": "pickscore-train"},
+    {"name": "geneval-1", "epochs": 300, "rewards": f"{_PREFERENCE},geneval",
+     "prompts": "geneval-train"},
+    {"name": "geneval-2", "epochs": 200, "rewards": f"{_PREFERENCE},geneval",
+     "prompts": "geneval-train"},
+    {"name": "geneval-3", "epochs": 200, "rewards": f"{_PREFERENCE},geneval",
+     "prompts": "geneval-train"},
+    {"name": "ocr", "epochs": 100, "rewards": f"{_PREFERENCE},geneval,ocr",
+     "prompts": "ocr-train"},
+]
+
+PRESETS.update({
+    "sd35m-geneval": _sd35m(
+        "sd35m-geneval", "geneval", "geneval-train", "geneval",
+        "SD3.5-Medium, GenEval partial reward, beta 1.0", epochs=1000, beta=1.0,
+    ),
+    "sd35m-ocr": _sd35m(
+        "sd35m-ocr", "ocr", "ocr-train", "ocr",
+        "SD3.5-Medium, OCR reward, beta 0.1, OCR old-policy schedule", epochs=1000, beta=0.1,
+        eta_schedule="ocr",
+    ),
+    "sd35m-pickscore": _sd35m(
+        "sd35m-pickscore", "pickscore", "pickscore-train", "drawbench",
+        "SD3.5-Medium, PickScore reward, beta 1.0", epochs=1000, beta=1.0,
+    ),
+    "sd35m-multireward": _sd35m(
+        "sd35m-multireward", _PREFERENCE, "pickscore-train", "drawbench",
+        "SD3.5-Medium, staged multi-reward schedule of the paper's appendix C, 40 steps, beta 0.1",
+        stages=MULTIREWARD_STAGES, epochs=1600, beta=0.1, num_steps=40,
+    ),
+})
+
+# Training prompt sets named by the presets: file name under $NFTKIT_PROMPTS_DIR, public source.
+TRAINING_PROMPT_SETS: dict[str, tuple[str, str]] = {
+    "pickscore-train": ("pickscore/train.txt", "yifan123/flow_grpo: dataset/pickscore/train.txt"),
+    "geneval-train": ("geneval/train_metadata.jsonl",
+                      "yifan123/flow_grpo: dataset/geneval/train_metadata.jsonl"),
+    "ocr-train": ("ocr/train.txt", "yifan123/flow_grpo: dataset/ocr/train.txt"),
+}
+
+
 def get_preset(name: str) -> Preset:
     """The preset called ``name``; unknown names suggest the closest."""
     if name in PRESETS:
@@ -74,4 +160,19 @@ def resolve_training_prompts(source: str) -> list[PromptItem]:
         return [PromptItem(m["prompt"], m) for m in train]
     from nftkit.prompt_files import read_prompt_records
 
+    if source in TRAINING_PROMPT_SETS:
+        source = str(_named_prompt_file(source))
     return [PromptItem(r.prompt, r.metadata) for r in read_prompt_records(source)]
+
+
+def _named_prompt_file(name: str) -> Path:
+    """``$NFTKIT_PROMPTS_DIR/<file>`` for a named training prompt set, or a clear error."""
+    relative, origin = TRAINING_PROMPT_SETS[name]
+    root = os.environ.get("NFTKIT_PROMPTS_DIR")
+    if root and (Path(root) / relative).is_file():
+        return Path(root) / relative
+    where = f"{root}/{relative}" if root else f"$NFTKIT_PROMPTS_DIR/{relative} (variable unset)"
+    raise UsageError(
+        f"training prompt set '{name}' not found at {where}. Get it from {origin} and set "
+        "NFTKIT_PROMPTS_DIR, or pass --prompts FILE (.txt, or .jsonl with metadata)."
+    )

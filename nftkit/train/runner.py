@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ from nftkit.compose import RewardComposer
 from nftkit.errors import UsageError
 from nftkit.policies.loading import describe_model, load_policy
 from nftkit.train.checkpoint import latest_checkpoint, write_json_atomic
+from nftkit.train.distributed import Distributed
 from nftkit.train.nft import NFTConfig, NFTTrainer, write_history
 from nftkit.train.presets import resolve_training_prompts
+from nftkit.train.stages import Stage, parse_stages, stage_at
 
 RUN_FILE = "run.json"
 GRID_SEED = 1234
@@ -37,11 +39,14 @@ class TrainSpec:
     output: Path
     device: str = "cpu"
     preset: str | None = None
+    policy_options: dict[str, Any] | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly description (stored with the run)."""
         return {"model": self.model, "rewards": self.rewards, "prompts": self.prompts,
-                "preset": self.preset, "device": self.device, "nft": self.config.to_dict()}
+                "preset": self.preset, "device": self.device, "nft": self.config.to_dict(),
+                "policy": self.policy_options or {}, "stages": self.stages}
 
 
 def run_training(
@@ -51,9 +56,15 @@ def run_training(
     on_resume: Callable[[int], None] | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Train ``spec``; returns a summary dict (run id, epochs, last reward, paths)."""
+    """Train ``spec``; returns a summary dict (run id, epochs, last reward, paths).
+
+    Under ``accelerate launch`` / ``torchrun`` every process samples and scores its share and
+    trains through DDP; only the main process writes files and records the run.
+    """
     from nftkit.results.store import ResultsStore, database_url
 
+    dist = Distributed.from_env(spec.device)
+    device = dist.device(spec.device)
     output = Path(spec.output)
     has_checkpoint = latest_checkpoint(output / "checkpoints") is not None
     if has_checkpoint and not resume:
@@ -64,13 +75,16 @@ def run_training(
     output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.config.seed)
     info = describe_model(spec.model)
-    policy = load_policy(spec.model, device=spec.device)
-    composer = RewardComposer(spec.rewards, reward_kwargs={"device": spec.device})
-    prompts = resolve_training_prompts(spec.prompts)
-    store = ResultsStore(database_url(db_url))
+    policy = load_policy(spec.model, device=device, **_policy_kwargs(spec.policy_options))
+    stages = parse_stages(spec.stages)
+    first = stage_at(stages, 0) if stages else Stage("main", 1, spec.rewards, spec.prompts)
+    composer = RewardComposer(first.rewards, reward_kwargs={"device": device})
+    prompts = resolve_training_prompts(first.prompts)
+    store = ResultsStore(database_url(db_url)) if dist.is_main else None
     trainer = NFTTrainer(
         policy, composer, prompts, spec.config, output,
         model_info={"family": info.get("family", "shapes"), "base": info.get("base", spec.model)},
+        dist=dist,
     )
     run_file = output / RUN_FILE
     if resume and has_checkpoint and trainer.resume():
@@ -79,20 +93,29 @@ def run_training(
             on_resume(trainer.epoch)
     else:
         run_id = None
-    if run_id is None:
-        run_id = store.start_run("train", spec.model, spec.to_dict(), output_dir=str(output))
-        write_json_atomic(run_file, {"run_id": run_id, **spec.to_dict()})
-    else:
-        store.set_status(run_id, "running")
+    if store is not None:
+        if run_id is None:
+            run_id = store.start_run("train", spec.model, spec.to_dict(), output_dir=str(output))
+            write_json_atomic(run_file, {"run_id": run_id, **spec.to_dict()})
+        else:
+            store.set_status(run_id, "running")
     grid_prompts = prompts[:: max(len(prompts) // 8, 1)][:8]
-    grid_base = _grid_images(policy, grid_prompts, adapter=None)
+    grid_base = _grid_images(policy, grid_prompts, adapter=None) if dist.is_main else []
     status = "failed"
     try:
+        current = first
         while trainer.epoch < spec.config.epochs:
+            if stages and stage_at(stages, trainer.epoch) != current:
+                current = stage_at(stages, trainer.epoch)
+                trainer.composer = RewardComposer(current.rewards, reward_kwargs={"device": device})
+                trainer.prompts = resolve_training_prompts(current.prompts)
             record = trainer.run_epoch()
-            metrics = {k: v for k, v in record.items() if isinstance(v, float)}
-            store.log_metrics(run_id, "train", metrics, step=record["step"], n=None)
-            write_history(output / "history.jsonl", trainer.history)
+            if stages:
+                record["stage"] = current.name
+            if store is not None:
+                metrics = {k: v for k, v in record.items() if isinstance(v, float)}
+                store.log_metrics(run_id, "train", metrics, step=record["step"], n=None)
+                write_history(output / "history.jsonl", trainer.history)
             if trainer.epoch % spec.config.checkpoint_every == 0:
                 trainer.save_checkpoint()
             if on_epoch is not None:
@@ -104,8 +127,10 @@ def run_training(
     finally:
         if trainer.history:
             trainer.save_checkpoint()
-            _write_figures(trainer, policy, grid_prompts, grid_base, output)
-        store.finish_run(run_id, status=status)
+            if dist.is_main:
+                _write_figures(trainer, policy, grid_prompts, grid_base, output)
+        if store is not None:
+            store.finish_run(run_id, status=status)
     last = trainer.history[-1] if trainer.history else {}
     return {
         "run_id": run_id,
@@ -115,6 +140,16 @@ def run_training(
         "reward_last": last.get("reward_mean"),
         "output": str(output),
     }
+
+
+def _policy_kwargs(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Policy options from the config (dtype names stay strings; the policy parses them)."""
+    kwargs = dict(options or {})
+    if "autocast_dtype" in kwargs and kwargs["autocast_dtype"] is not None:
+        from nftkit.policies.sd3 import parse_dtype
+
+        kwargs["autocast_dtype"] = parse_dtype(kwargs["autocast_dtype"], torch.float32)
+    return kwargs
 
 
 def _grid_images(policy: Any, prompts: list[Any], adapter: str | None) -> list[Any]:
