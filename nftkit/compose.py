@@ -84,6 +84,28 @@ def check_finite(name: str, scores: torch.Tensor, prompts: Sequence[str] | None 
         )
 
 
+def check_reward_output(name: str, out: Any, expected: int) -> None:
+    """Raise InvalidScoreError unless ``out`` has float ``scores`` [expected] and as many details.
+
+    Rewards built on ``Reward`` are checked by the base class already; this also covers plugins
+    that implement the call themselves.
+    """
+    scores = getattr(out, "scores", None)
+    if not isinstance(scores, torch.Tensor):
+        raise InvalidScoreError(
+            f"reward '{name}' returned {type(out).__name__}, expected a RewardOutput with a "
+            "float tensor of scores"
+        )
+    if tuple(scores.shape) != (expected,):
+        raise InvalidScoreError(
+            f"reward '{name}' returned scores of shape {tuple(scores.shape)}, expected ({expected},)"
+        )
+    details = getattr(out, "details", None)
+    if not isinstance(details, list) or len(details) != expected:
+        count = len(details) if isinstance(details, list) else type(details).__name__
+        raise InvalidScoreError(f"reward '{name}' returned {count} details for {expected} images")
+
+
 def normalize(scores: torch.Tensor, method: Normalization) -> torch.Tensor:
     """Per-batch normalisation of one component: none, z-score, or rank scaled to [0, 1]."""
     scores = scores.double()
@@ -161,6 +183,22 @@ def group_advantages(
     return (centered / scale).float()
 
 
+def informative_mask(rewards: torch.Tensor, groups: Sequence[Hashable]) -> torch.Tensor:
+    """Bool [B]: True where the sample's group has rewards that differ (FlowGRPO's mask).
+
+    A group whose rewards are all equal has all-zero advantages and carries no signal; the
+    FlowGRPO baseline drops such groups from its loss (KL term included).
+    """
+    if rewards.ndim != 1 or rewards.shape[0] != len(groups):
+        raise ValueError(f"rewards {tuple(rewards.shape)} and {len(groups)} group ids differ")
+    low: dict[Hashable, float] = {}
+    high: dict[Hashable, float] = {}
+    for value, g in zip(rewards.tolist(), groups, strict=True):
+        low[g] = min(low.get(g, value), value)
+        high[g] = max(high.get(g, value), value)
+    return torch.tensor([high[g] > low[g] for g in groups], dtype=torch.bool)
+
+
 def optimality_probability(advantages: torch.Tensor, adv_clip: float = 5.0) -> torch.Tensor:
     """r = clamp(clip(A, -A_max, A_max) / A_max / 2 + 0.5, 0, 1)."""
     if adv_clip <= 0:
@@ -219,6 +257,7 @@ class RewardComposer:
         details: list[dict[str, Any]] = [{} for _ in prompts]
         for key, reward in self.rewards.items():
             out = reward(images, prompts, metadata)
+            check_reward_output(key, out, len(prompts))
             check_finite(key, out.scores, prompts)
             components[key] = out.scores
             for merged, item in zip(details, out.details, strict=True):

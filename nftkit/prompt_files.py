@@ -40,10 +40,15 @@ def read_text_prompts(path: str | Path) -> list[str]:
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Parse a JSONL file; a malformed line raises InputError naming its line number."""
+    return [row for _, row in read_numbered_jsonl(path)]
+
+
+def read_numbered_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """Like read_jsonl, with each record's 1-based line number (blank lines are skipped)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"file not found: {path}")
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -54,7 +59,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 raise InputError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append((number, row))
     if not rows:
         raise InputError(f"file has no records: {path}")
     return rows
@@ -70,10 +75,10 @@ def read_prompt_records(path: str | Path) -> list[PromptRecord]:
     if path.suffix.lower() not in (".jsonl", ".json"):
         return [PromptRecord(prompt=p) for p in read_text_prompts(path)]
     records = []
-    for number, row in enumerate(read_jsonl(path), start=1):
+    for number, row in read_numbered_jsonl(path):
         prompt = row.get("prompt")
         if not isinstance(prompt, str):
-            raise InputError(f"{path}: record {number} has no string 'prompt' key")
+            raise InputError(f"{path}:{number}: no string 'prompt' key")
         metadata = row.get("metadata")
         if metadata is None:
             metadata = {k: v for k, v in row.items() if k not in ("image", "id")}
@@ -81,12 +86,12 @@ def read_prompt_records(path: str | Path) -> list[PromptRecord]:
             try:
                 metadata = json.loads(metadata)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: record {number}: 'metadata' is not JSON") from exc
+                raise InputError(f"{path}:{number}: 'metadata' is not JSON") from exc
         if not isinstance(metadata, dict):
-            raise InputError(f"{path}: record {number}: 'metadata' must be an object")
+            raise InputError(f"{path}:{number}: 'metadata' must be an object")
         image = row.get("image")
         if image is not None and not isinstance(image, str):
-            raise InputError(f"{path}: record {number}: 'image' must be a string path")
+            raise InputError(f"{path}:{number}: 'image' must be a string path")
         records.append(
             PromptRecord(
                 prompt=prompt,

@@ -44,3 +44,35 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-weights")
     make_tiny_weights(root)
     return root
+
+
+PG_URL_ENV = "NFTKIT_TEST_PG_URL"
+REQUIRE_PG_ENV = "NFTKIT_REQUIRE_PG"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """URL of a reachable PostgreSQL test database ($NFTKIT_TEST_PG_URL).
+
+    Skips with the reason when none is set or reachable; fails instead under .ci/run, which
+    starts a server and sets $NFTKIT_REQUIRE_PG=1.
+    """
+    from nftkit.errors import NftkitError
+    from nftkit.results.store import ResultsStore
+
+    url = os.environ.get(PG_URL_ENV, "").strip()
+    required = os.environ.get(REQUIRE_PG_ENV) == "1"
+    problem = None
+    if not url:
+        problem = (f"{PG_URL_ENV} is not set (e.g. postgresql+psycopg://USER@127.0.0.1:5432/DB; "
+                   ".ci/run starts a server and sets it)")
+    else:
+        try:
+            ResultsStore(url).close()
+        except NftkitError as exc:
+            problem = f"no PostgreSQL server reachable at {PG_URL_ENV}: {exc}"
+    if problem is not None:
+        if required:
+            pytest.fail(f"{REQUIRE_PG_ENV}=1 but {problem}")
+        pytest.skip(f"PostgreSQL tests skipped: {problem}")
+    return url

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import math
-import os
 import shutil
 import subprocess
 import threading
@@ -32,8 +31,6 @@ from nftkit.results import (
     plot_leaderboard,
 )
 from nftkit.results.engine import mask_url
-
-PG_URL_ENV = "NFTKIT_TEST_PG_URL"
 
 
 @pytest.fixture
@@ -492,10 +489,9 @@ def test_bad_urls_raise_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.skipif(not os.environ.get(PG_URL_ENV), reason=f"set {PG_URL_ENV} to test PostgreSQL")
-def test_postgresql_round_trip() -> None:
+def test_postgresql_round_trip(pg_url: str) -> None:
     suite = f"pg-{uuid.uuid4().hex[:8]}"  # leaves other data in the database alone
-    with ResultsStore(os.environ[PG_URL_ENV]) as results:
+    with ResultsStore(pg_url) as results:
         rid = _eval_run(results, "model-a", {"overall": 0.5}, suite=suite)
         results.log_metrics(rid, suite, {"overall": 0.75})
         results.add_samples(rid, suite, [_sample("p", 0, 0.1)] * 2)

@@ -17,6 +17,8 @@ import typer
 from nftkit import __version__
 from nftkit.cli import debug, demo, evaluate, leaderboard, plugins, score, serve, train
 from nftkit.cli import export as export_cmd
+from nftkit.cli import prompts as prompts_cmd
+from nftkit.cli import report as report_cmd
 from nftkit.cli.state import STATE
 from nftkit.errors import NftkitError, UsageError
 
@@ -62,6 +64,8 @@ app.command("score")(score.score)
 app.command("leaderboard")(leaderboard.leaderboard)
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
+app.command("report")(report_cmd.report)
+app.add_typer(prompts_cmd.prompts_app, name="prompts")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("export")(export_cmd.export)

@@ -1,4 +1,4 @@
-"""``nftkit train``: DiffusionNFT training from a preset or explicit options."""
+"""``nftkit train``: DiffusionNFT (or the FlowGRPO baseline) from a preset or explicit options."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ from nftkit.errors import UsageError
 
 def train(
     preset: str = typer.Option(None, "--preset", help="Named preset, e.g. 'shapes'."),
+    algo: str = typer.Option(
+        None, "--algo",
+        help="Training algorithm: 'nft' (DiffusionNFT, the default) or 'grpo' (the FlowGRPO "
+        "baseline). A preset brings its own (e.g. 'shapes-grpo').",
+    ),
     model: str = typer.Option(None, "--model", "-m", help="Base model (overrides the preset)."),
     rewards: str = typer.Option(None, "--rewards", "-r", help="Reward spec, e.g. 'ocr,jpeg=0.5'."),
     prompts: str = typer.Option(None, "--prompts", help="Prompt source: suite name or file."),
@@ -28,20 +33,25 @@ def train(
     checkpoint_every: int = typer.Option(None, help="Checkpoint every N epochs."),
     config_file: Path = typer.Option(
         None, "--config",
-        help="TOML file of NFT options (a [nft] table or top-level keys), optional [policy] "
+        help="TOML file of training options (a [nft] or [grpo] table, or top-level keys), "
+        "optional [policy] "
         "table (dtype, resolution, gradient_checkpointing, autocast_dtype, ...) and "
         "[[stages]] (name, epochs, rewards, prompts).",
     ),
     overrides: list[str] = typer.Option(
         None, "--set",
-        help="NFT option as key=value (value parsed as JSON), repeatable; "
+        help="Training option (NFT or GRPO) as key=value (value parsed as JSON), repeatable; "
         "policy.KEY=VALUE sets a policy option (e.g. policy.dtype=bf16).",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Train a model against the composed reward with DiffusionNFT."""
+    """Train a model against the composed reward with DiffusionNFT (or --algo grpo)."""
+    from nftkit.train.algos import check_algo, make_config
     from nftkit.train.presets import PRESETS, get_preset
     from nftkit.train.runner import TrainSpec, run_training
+
+    if algo is not None:
+        check_algo(algo)
 
     if preset is None and (model is None or rewards is None or prompts is None):
         raise UsageError(
@@ -49,6 +59,13 @@ def train(
             f"(presets: {', '.join(PRESETS)})"
         )
     base = get_preset(preset) if preset else None
+    algo = algo or (base.algo if base else "nft")
+    if base is not None and base.algo != algo:
+        matching = [name for name, p in PRESETS.items() if p.algo == algo]
+        raise UsageError(
+            f"preset '{preset}' trains with --algo {base.algo}, not {algo}; use a {algo} preset "
+            f"({', '.join(matching)}) or --model/--rewards/--prompts"
+        )
     options = {**_read_config(config_file), **_parse_overrides(overrides or [])}
     stages = options.pop("stages", None)
     policy_options = {**(base.policy if base else {}),
@@ -64,7 +81,7 @@ def train(
         model=model or (base.model if base else ""),
         rewards=rewards or (base.rewards if base else ""),
         prompts=prompts or (base.prompts if base else ""),
-        config=(base.nft_config if base else _default_config)(**options),
+        config=base.train_config(**options) if base else make_config(algo, options),
         output=output,
         device=device,
         policy_options=policy_options,
@@ -94,7 +111,7 @@ def train(
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
-    """NFT options from a TOML file: the [nft] table, or the top-level keys."""
+    """Training options from a TOML file: the [nft] or [grpo] table, or the top-level keys."""
     if path is None:
         return {}
     import tomllib
@@ -105,8 +122,9 @@ def _read_config(path: Path | None) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML ({exc})") from exc
-    options = dict(data.get("nft", {k: v for k, v in data.items()
-                                     if k not in ("policy", "stages")}))
+    table = "nft" if "nft" in data else "grpo"
+    options = dict(data.get(table, {k: v for k, v in data.items()
+                                    if k not in ("policy", "stages")}))
     for key, value in dict(data.get("policy", {})).items():
         options[f"policy.{key}"] = value
     if "stages" in data:
@@ -127,8 +145,3 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
             result[key] = raw
     return result
 
-
-def _default_config(**overrides: Any) -> Any:
-    from nftkit.train.nft import NFTConfig
-
-    return NFTConfig.from_dict({k: v for k, v in overrides.items() if v is not None})

@@ -9,6 +9,8 @@ summary from the rows.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,7 +49,10 @@ class Evaluator(ABC):
     description: ClassVar[str] = ""
     n_samples: ClassVar[int] = 4
     default_steps: ClassVar[int] = 40
+    default_solver: ClassVar[str] = "dpm2"
     primary_metric: ClassVar[str] = "overall"
+    row_info_keys: ClassVar[tuple[str, ...]] = ()
+    """Non-score keys of a row (e.g. tag, reason) kept in the stored scores under "info"."""
 
     def __init__(self, n_samples: int | None = None, **options: Any) -> None:
         if n_samples is not None and n_samples < 1:
@@ -68,6 +73,33 @@ class Evaluator(ABC):
     @abstractmethod
     def summarize(self, rows: Sequence[dict[str, Any]]) -> SuiteResult:
         """Summary metrics of the rows."""
+
+    def settings(self) -> dict[str, Any]:
+        """Suite options that change results (part of the run's config hash)."""
+        return {}
+
+    def fingerprint(self) -> str:
+        """sha256 of the prompt set (ids, texts, metadata), for the run's config hash."""
+        data = [[s.id, s.text, s.metadata] for s in self.prompts()]
+        text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def prompt_line(self, spec: PromptSpec) -> dict[str, Any]:
+        """The prompt's line of ``metadata.jsonl`` in the GenEval folder layout."""
+        line = dict(spec.metadata)
+        line.setdefault("prompt", spec.text)
+        return line
+
+    def spec_from_line(self, prompt_id: str, line: dict[str, Any]) -> PromptSpec:
+        """The spec of a prompt read back from ``metadata.jsonl`` or a manifest line."""
+        return PromptSpec(prompt_id, line["prompt"], {k: v for k, v in line.items() if k != "prompt"})
+
+    def result_line(self, row: dict[str, Any], spec: PromptSpec) -> dict[str, Any]:
+        """One line of ``results.jsonl`` for a scored image."""
+        line = {"filename": row.get("image_path"), "prompt": spec.text,
+                "sample_index": row.get("sample_index"), "scores": row["scores"]}
+        line.update({k: row[k] for k in self.row_info_keys if k in row})
+        return line
 
     def score(self, images: Sequence[Image.Image], specs: Sequence[PromptSpec]) -> SuiteResult:
         """Score images and summarize in one go."""

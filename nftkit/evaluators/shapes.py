@@ -39,6 +39,7 @@ class ShapesEvaluator(Evaluator):
     n_samples = 4
     default_steps = 20
     primary_metric = "overall"
+    row_info_keys = ("tag", "reason")
 
     def __init__(self, per_task: int = 12, split_seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)

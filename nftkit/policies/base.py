@@ -69,6 +69,26 @@ def repeat_cond(cond: Cond, repeats: int) -> Cond:
     }
 
 
+AUTO = "auto"
+
+
+def fast_autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """bfloat16 where the hardware runs it natively, else None (plain float32).
+
+    On CPU that needs oneDNN bf16 support (AVX512-BF16 / AMX); elsewhere bf16 is emulated and
+    runs ~20x slower than float32. On CUDA it needs ``torch.cuda.is_bf16_supported()``.
+    """
+    kind = torch.device(device).type
+    if kind == "cpu":
+        try:
+            return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+        except (AttributeError, RuntimeError):
+            return None
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return None
+
+
 def has_lora_layers(model: nn.Module) -> bool:
     """True when peft LoRA layers have been injected into ``model``."""
     from peft.tuners.tuners_utils import BaseTunerLayer

@@ -2,9 +2,10 @@
 
 Accepted: ``shapes-base`` (ships with nftkit), a shapes model folder (config.json +
 model.safetensors), a Stable Diffusion 3 hub id (``stabilityai/stable-diffusion-3.5-medium``)
-or diffusers pipeline folder (model_index.json), or an nftkit training output folder
+or diffusers pipeline folder (model_index.json), an nftkit training output folder
 (``nftkit_model.json`` + ``lora/``), whose base model is loaded and whose EMA LoRA adapter is
-applied.
+applied, or a diffusers LoRA folder (``pytorch_lora_weights.safetensors``, as ``nftkit export``
+writes) on top of a Stable Diffusion 3 ``base``, fused into the base weights.
 """
 
 from __future__ import annotations
@@ -21,13 +22,32 @@ from nftkit.policies.sd3_loading import is_sd3_dir, looks_like_hub_id
 from nftkit.policies.shapes import BUILTIN_MODELS, CONFIG_FILE, ShapesPolicy
 
 MODEL_INFO_FILE = "nftkit_model.json"
+DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
-def describe_model(model: str | Path) -> dict[str, Any]:
-    """What kind of model ``model`` names: {"family": ..., "base": ..., "lora": ...}."""
+def describe_model(model: str | Path, base: str | None = None) -> dict[str, Any]:
+    """What kind of model ``model`` names: {"family": ..., "base": ..., "lora": ...}.
+
+    ``base`` is the model that a diffusers LoRA folder applies to.
+    """
     path = Path(model)
+    if (path / DIFFUSERS_LORA_FILE).is_file() and not (path / MODEL_INFO_FILE).is_file():
+        if base is None:
+            raise UsageError(
+                f"{path} is a LoRA folder: pass --base MODEL, e.g. --base "
+                "stabilityai/stable-diffusion-3.5-medium or a diffusers folder"
+            )
+        base_info = describe_model(base)
+        if base_info.get("family") != "sd3" or base_info.get("lora"):
+            raise UsageError(f"--base {base}: a diffusers LoRA needs a Stable Diffusion 3 base")
+        return {"family": "sd3", "base": str(base), "diffusers_lora": str(path)}
+    if base is not None:
+        raise UsageError(f"--base is only for LoRA folders ({DIFFUSERS_LORA_FILE}); {model} is not")
     if (path / MODEL_INFO_FILE).is_file():
-        info = json.loads((path / MODEL_INFO_FILE).read_text())
+        try:
+            info = json.loads((path / MODEL_INFO_FILE).read_text())
+        except (ValueError, OSError) as exc:
+            raise MissingWeightsError(f"{path / MODEL_INFO_FILE} is not valid JSON ({exc})") from exc
         if not isinstance(info, dict) or "base" not in info:
             raise MissingWeightsError(f"{path / MODEL_INFO_FILE} does not name its base model")
         return info
@@ -45,9 +65,11 @@ def describe_model(model: str | Path) -> dict[str, Any]:
     )
 
 
-def load_policy(model: str | Path, device: str = "cpu", **kwargs: Any) -> Policy:
+def load_policy(
+    model: str | Path, device: str = "cpu", base: str | None = None, **kwargs: Any
+) -> Policy:
     """Load the policy named by ``model`` (a base, or a base + trained LoRA)."""
-    info = describe_model(model)
+    info = describe_model(model, base)
     family = info.get("family", "shapes")
     policy: Policy
     if family == "shapes":
@@ -56,6 +78,8 @@ def load_policy(model: str | Path, device: str = "cpu", **kwargs: Any) -> Policy
         from nftkit.policies.sd3 import SD3Policy
 
         policy = SD3Policy.from_pretrained(info["base"], device=device, **kwargs)
+        if info.get("diffusers_lora"):
+            _fuse_diffusers_lora(policy, info["diffusers_lora"])
     else:
         raise UsageError(f"model family '{family}' is not supported by this nftkit build")
     lora = info.get("lora")
@@ -70,3 +94,14 @@ def load_policy(model: str | Path, device: str = "cpu", **kwargs: Any) -> Policy
         policy.model.requires_grad_(False)
     policy.model.eval()
     return policy
+
+
+def _fuse_diffusers_lora(policy: Any, folder: str) -> None:
+    """Load a diffusers LoRA into the pipeline (safetensors), fuse it and drop the LoRA layers."""
+    pipeline = policy.pipeline
+    try:
+        pipeline.load_lora_weights(folder, weight_name=DIFFUSERS_LORA_FILE)
+    except (OSError, ValueError, KeyError) as exc:
+        raise MissingWeightsError(f"cannot load the LoRA in {folder}: {exc}") from None
+    pipeline.fuse_lora()
+    pipeline.unload_lora_weights()

@@ -13,10 +13,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nftkit.errors import MissingWeightsError
-from nftkit.policies.base import Cond, has_lora_layers
+from nftkit.policies.base import AUTO, Cond, fast_autocast_dtype, has_lora_layers
 from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
 from nftkit.shapes.prompts import VOCAB, tokenize
 
@@ -43,7 +44,11 @@ def resolve_model_dir(name_or_path: str | Path) -> Path:
 
 
 class ShapesPolicy:
-    """Policy over ShapesFlowModel; bf16 autocast on CPU by default (AMX makes it ~4x faster)."""
+    """Policy over ShapesFlowModel.
+
+    ``autocast_dtype="auto"`` (default) runs in bf16 where the hardware has native bf16 (AMX
+    makes it ~4x faster on CPU) and in float32 elsewhere; None forces float32.
+    """
 
     latent_shape = (3, 32, 32)
     lora_targets = SHAPES_LORA_TARGETS
@@ -52,11 +57,13 @@ class ShapesPolicy:
         self,
         model: ShapesFlowModel,
         device: str | torch.device = "cpu",
-        autocast_dtype: torch.dtype | None = torch.bfloat16,
+        autocast_dtype: torch.dtype | str | None = AUTO,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
-        self.autocast_dtype = autocast_dtype
+        if autocast_dtype == AUTO:
+            autocast_dtype = fast_autocast_dtype(self.device)
+        self.autocast_dtype: torch.dtype | None = autocast_dtype  # type: ignore[assignment]
         size = model.config.image_size
         self.latent_shape = (3, size, size)
         self.token_index = {word: i for i, word in enumerate(VOCAB)}
@@ -67,14 +74,21 @@ class ShapesPolicy:
         cls,
         name_or_path: str | Path = "shapes-base",
         device: str | torch.device = "cpu",
-        autocast_dtype: torch.dtype | None = torch.bfloat16,
+        autocast_dtype: torch.dtype | str | None = AUTO,
     ) -> ShapesPolicy:
         """Load config.json + model.safetensors (safetensors only: nothing is unpickled)."""
         path = resolve_model_dir(name_or_path)
-        config = ShapesModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
-        model = ShapesFlowModel(config)
-        state = load_file(str(path / WEIGHTS_FILE))
-        model.load_state_dict({k: v.float() for k, v in state.items()})
+        try:
+            config = ShapesModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()))
+            model = ShapesFlowModel(config)
+            state = load_file(str(path / WEIGHTS_FILE))
+            model.load_state_dict({k: v.float() for k, v in state.items()})
+        except (ValueError, TypeError, KeyError, RuntimeError, OSError, SafetensorError) as exc:
+            detail = (str(exc).strip().splitlines() or [""])[0]
+            raise MissingWeightsError(
+                f"shapes model at {path} is not in the expected format ({type(exc).__name__}: "
+                f"{detail}); it needs {CONFIG_FILE} and a matching safetensors {WEIGHTS_FILE}"
+            ) from exc
         model.eval()
         return cls(model, device=device, autocast_dtype=autocast_dtype)
 

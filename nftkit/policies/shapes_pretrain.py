@@ -64,17 +64,23 @@ def pretrain(
     log_every: int = 50,
     save_every: int = 250,
     schedule_steps: int | None = None,
+    init: str | None = None,
 ) -> dict[str, float]:
     """Train from scratch with the flow-matching loss and write an EMA checkpoint to ``output``.
 
     ``schedule_steps`` is the length of the warmup + cosine learning-rate schedule (default
     ``steps``); stopping before its end keeps the weights of a longer run's intermediate step.
+    ``init`` continues from a saved model (a directory or "shapes-base") instead of from scratch.
     """
     horizon = schedule_steps or steps
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    config = ShapesModelConfig(vocab_size=len(VOCAB))
-    policy = ShapesPolicy(ShapesFlowModel(config))
+    if init is not None:
+        policy = ShapesPolicy.from_pretrained(init, autocast_dtype="auto")
+        config = policy.model.config
+    else:
+        config = ShapesModelConfig(vocab_size=len(VOCAB))
+        policy = ShapesPolicy(ShapesFlowModel(config))
     model = policy.model
     model.train()
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -114,7 +120,7 @@ def pretrain(
             save_ema(config, ema, output)
     save_ema(config, ema, output)
     stats = {"steps": steps, "schedule_steps": horizon, "batch_size": batch_size, "lr": lr, "p_correct": p_correct,
-             "seed": seed, "final_loss": float(running or 0.0), "seconds": time.time() - start}
+             "seed": seed, "init": init, "final_loss": float(running or 0.0), "seconds": time.time() - start}
     (Path(output) / "training.json").write_text(json.dumps(stats, indent=2))
     return stats
 
@@ -130,11 +136,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--schedule-steps", type=int, default=None,
                         help="length of the LR schedule (default: --steps)")
+    parser.add_argument("--init", default=None,
+                        help="continue from this model (directory or 'shapes-base')")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     stats = pretrain(
         args.output, args.steps, args.batch_size, args.lr, args.p_correct, args.seed,
-        schedule_steps=args.schedule_steps,
+        schedule_steps=args.schedule_steps, init=args.init,
     )
     print(json.dumps(stats))
 

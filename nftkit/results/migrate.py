@@ -2,8 +2,8 @@
 
 ``upgrade`` brings a database to the newest schema; it is a no-op (one SELECT) when the
 database is already there. On SQLite the upgrade holds the write lock (``BEGIN IMMEDIATE``)
-from the revision check to the commit, so processes opening a new database together migrate
-it once.
+from the revision check to the commit, and on PostgreSQL a transaction-scoped advisory lock does
+the same, so processes opening a new database together migrate it once.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from nftkit.errors import NftkitError
 from nftkit.results.engine import WRITE_OPTION, connection_error, make_engine, mask_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK_KEY = 0x6E66746B6974  # "nftkit": the advisory lock id of migrations (PostgreSQL)
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
@@ -73,6 +74,7 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
         if revision == "head" and current == head_revision():
             return
         with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+            _lock_for_migration(conn)
             command.upgrade(alembic_config(connection=conn), revision)
     except DBAPIError as exc:
         raise connection_error(engine.url, exc) from None
@@ -83,6 +85,17 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
     finally:
         if owned:
             engine.dispose()
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    """PostgreSQL: serialize migrations of one database (SQLite: ``BEGIN IMMEDIATE`` does it).
+
+    A transaction-scoped advisory lock: processes that open a new database together wait here,
+    and Alembic then reads the revision the first one committed instead of creating the tables
+    a second time.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
 
 
 def downgrade(engine_or_url: Engine | str, revision: str) -> None:

@@ -8,6 +8,7 @@ store migrates its database to the newest schema.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from nftkit.results.schema import (
     Sample,
     utcnow,
 )
+from nftkit.train.faults import fault_point
 
 DEFAULT_DB_URL = "sqlite:///nftkit.db"
 DB_ENV = "NFTKIT_DB"
@@ -57,6 +59,7 @@ GIT_TIMEOUT_S = 2.0
 SAMPLE_KEYS = ("prompt_id", "sample_index", "seed", "prompt", "image_path", "scores", "correct")
 _REQUIRED_SAMPLE_KEYS = ("prompt_id", "sample_index", "prompt")
 _IN_CHUNK = 500
+_ADD_SAMPLES_CALLS = itertools.count(1)  # per process, for the "mid-add-samples" fault
 _HEX_RE = re.compile(r"[0-9a-f]+")
 _SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -403,6 +406,7 @@ class ResultsStore:
         if not parsed:
             return 0
         keys = list(parsed)
+        call = next(_ADD_SAMPLES_CALLS)
 
         def op(session: Session) -> None:
             run = self._resolve(session, run_id, lock=True)
@@ -429,6 +433,8 @@ class ResultsStore:
                 target.image_path = sample.image_path
                 target.scores = sample.scores
                 target.correct = sample.correct
+            session.flush()
+            fault_point("mid-add-samples", call)  # crash tests only (nftkit/train/faults.py)
 
         self._transact(op, write=True)
         return len(keys)

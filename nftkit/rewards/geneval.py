@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from nftkit.errors import InputError
+from nftkit.geneval_vocab import GENEVAL_CLASSES, GENEVAL_COLORS, RELATIONS
 from nftkit.rewards._clip import ClipBundle, load_clip
 from nftkit.rewards._geneval_color import ColorClassifier, masked_crop
 from nftkit.rewards._geneval_detect import (
@@ -31,24 +32,6 @@ from nftkit.rewards.base import Reward, RewardOutput
 from nftkit.rewards.geneval_rules import judge_kept, kept_detections, score_threshold
 from nftkit.weights import local_weights
 
-GENEVAL_CLASSES: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
-    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "computer mouse",
-    "tv remote", "computer keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
-    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
-"""GenEval's 80 COCO class names in detector label order (prompts/object_names.txt)."""
-GENEVAL_COLORS: tuple[str, ...] = (
-    "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
-)  # fmt: skip
-"""The ten colors of GenEval's color classifier, in its order."""
-RELATIONS = ("left of", "right of", "above", "below")
 MODES = ("partial", "strict", "official")
 BACKENDS = ("mask2former", "mmdet")
 DETECTOR_SUBDIR, CLIP_SUBDIR, MMDET_SUBDIR = "detector", "clip", "mmdet"

@@ -3,7 +3,9 @@
 A checkpoint is a folder ``<output>/checkpoints/step-<N>/`` holding tensors in safetensors files
 and everything else in JSON. It is written under a temporary name and renamed into place only
 once complete (with a ``COMPLETE`` marker written last), so a crash mid-write never leaves a
-folder that resume would take for valid. Older checkpoints beyond ``keep`` are removed.
+folder that resume would take for valid. Files and folders are fsynced before the rename, so a
+complete checkpoint also survives a power cut. Temporary folders that a killed process left
+behind are removed by the next save. Older checkpoints beyond ``keep`` are removed.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from nftkit.train.faults import fault_point
+
 COMPLETE_MARKER = "COMPLETE"
 PREFIX = "step-"
+TMP_PREFIX = f".tmp-{PREFIX}"
 
 
 def _contiguous_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -75,25 +80,63 @@ def save_checkpoint(
     json_files: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Atomically write ``root/step-<step>`` with the given safetensors and JSON files."""
+    """Atomically write ``root/step-<step>`` with the given safetensors and JSON files.
+
+    A complete checkpoint of the same step that is already there is kept as it is: training is
+    deterministic per step, so a second save at that step (on the way out right after a regular
+    save, or right after a resume) holds the same state, and deleting the old folder before
+    renaming the new one would open a window in which a crash loses it.
+    """
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)
     final = root / f"{PREFIX}{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{PREFIX}{step:07d}-"))
+    if (final / COMPLETE_MARKER).is_file():
+        return final
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"{TMP_PREFIX}{step:07d}-"))
     try:
         for name, tensors in tensor_files.items():
             save_file(_contiguous_cpu(tensors), str(tmp / f"{name}.safetensors"))
+            _fsync_path(tmp / f"{name}.safetensors")
+        fault_point("mid-checkpoint", step)
         for name, data in json_files.items():
-            (tmp / f"{name}.json").write_text(json.dumps(data, indent=2))
-        (tmp / COMPLETE_MARKER).write_text(str(step))
+            _write_synced(tmp / f"{name}.json", json.dumps(data, indent=2))
+        _write_synced(tmp / COMPLETE_MARKER, str(step))  # last: marks the folder complete
+        _fsync_path(tmp)
+        fault_point("before-rename", step)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_path(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete temporary checkpoint folders that a killed writer left in ``root``."""
+    stale = [p for p in root.glob(f"{TMP_PREFIX}*") if p.is_dir()] if root.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's entries: makes a rename durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -18,11 +18,12 @@ import torch
 from nftkit.compose import RewardComposer
 from nftkit.errors import UsageError
 from nftkit.policies.loading import describe_model, load_policy
+from nftkit.train.algos import TITLES, TrainConfig, algo_of, trainer_class
 from nftkit.train.checkpoint import latest_checkpoint, write_json_atomic
 from nftkit.train.distributed import Distributed
-from nftkit.train.nft import NFTConfig, NFTTrainer, write_history
 from nftkit.train.presets import resolve_training_prompts
 from nftkit.train.stages import Stage, parse_stages, stage_at
+from nftkit.train.trainer_base import AdapterTrainer, write_history
 
 RUN_FILE = "run.json"
 GRID_SEED = 1234
@@ -30,22 +31,32 @@ GRID_SEED = 1234
 
 @dataclass
 class TrainSpec:
-    """What to train: base model, rewards, prompts, NFT settings and where to write."""
+    """What to train: base model, rewards, prompts, algorithm settings and where to write.
+
+    ``config`` is an NFTConfig (DiffusionNFT) or a GRPOConfig (the FlowGRPO baseline); its type
+    picks the trainer.
+    """
 
     model: str
     rewards: str
     prompts: str
-    config: NFTConfig
+    config: TrainConfig
     output: Path
     device: str = "cpu"
     preset: str | None = None
     policy_options: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def algo(self) -> str:
+        """The algorithm, "nft" or "grpo", from the config's type."""
+        return algo_of(self.config)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly description (stored with the run)."""
         return {"model": self.model, "rewards": self.rewards, "prompts": self.prompts,
-                "preset": self.preset, "device": self.device, "nft": self.config.to_dict(),
+                "preset": self.preset, "device": self.device, "algo": self.algo,
+                self.algo: self.config.to_dict(),
                 "policy": self.policy_options or {}, "stages": self.stages}
 
 
@@ -72,7 +83,6 @@ def run_training(
             f"{output} already holds a training run; pass --resume to continue it or choose "
             "another --output"
         )
-    output.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.config.seed)
     info = describe_model(spec.model)
     policy = load_policy(spec.model, device=device, **_policy_kwargs(spec.policy_options))
@@ -81,7 +91,8 @@ def run_training(
     composer = RewardComposer(first.rewards, reward_kwargs={"device": device})
     prompts = resolve_training_prompts(first.prompts)
     store = ResultsStore(database_url(db_url)) if dist.is_main else None
-    trainer = NFTTrainer(
+    output.mkdir(parents=True, exist_ok=True)  # only once every input above is valid
+    trainer = trainer_class(spec.algo)(
         policy, composer, prompts, spec.config, output,
         model_info={"family": info.get("family", "shapes"), "base": info.get("base", spec.model)},
         dist=dist,
@@ -145,7 +156,7 @@ def run_training(
 def _policy_kwargs(options: dict[str, Any] | None) -> dict[str, Any]:
     """Policy options from the config (dtype names stay strings; the policy parses them)."""
     kwargs = dict(options or {})
-    if "autocast_dtype" in kwargs and kwargs["autocast_dtype"] is not None:
+    if kwargs.get("autocast_dtype") not in (None, "auto"):
         from nftkit.policies.sd3 import parse_dtype
 
         kwargs["autocast_dtype"] = parse_dtype(kwargs["autocast_dtype"], torch.float32)
@@ -161,12 +172,13 @@ def _grid_images(policy: Any, prompts: list[Any], adapter: str | None) -> list[A
 
 
 def _write_figures(
-    trainer: NFTTrainer, policy: Any, prompts: list[Any], base: list[Any], output: Path
+    trainer: AdapterTrainer, policy: Any, prompts: list[Any], base: list[Any], output: Path
 ) -> None:
     """reward_curve.png and samples_base_vs_tuned.png (EMA weights, same seeds as base)."""
     from nftkit.plots import reward_curve, sample_grid
 
-    reward_curve(trainer.history, output / "reward_curve.png")
+    reward_curve(trainer.history, output / "reward_curve.png",
+                 title=f"{TITLES.get(trainer.algo, trainer.algo)} training")
     with trainer.ema.swapped_in(trainer.trainable):
         tuned = _grid_images(policy, prompts, adapter="default")
     sample_grid([("base", base), ("tuned", tuned)], [p.text for p in prompts],

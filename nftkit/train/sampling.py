@@ -10,7 +10,7 @@ timesteps stay float32 (or float64 for float64 states).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
 import torch
@@ -183,6 +183,44 @@ def sde_sample(
         v = velocity_fn(x, _t_batch(t, x))
         x, _, _, _ = flow_sde_step(x, v, t, t_next, noise_level=noise_level, generator=generator)
     return x
+
+
+def sde_trajectory(
+    velocity_fn: VelocityFn,
+    x_T: Tensor,
+    ts: Tensor,
+    noise_level: float = 0.7,
+    generator: torch.Generator | None = None,
+    sde_steps: Sequence[int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Integrate along ``ts`` keeping every state and each SDE step's log-probability.
+
+    Step i goes from ts[i] to ts[i + 1]. Steps listed in ``sde_steps`` (all steps when None)
+    are FlowGRPO SDE steps (``flow_sde_step``); the others are deterministic Euler ODE steps
+    (the "Fast" variant: noise only inside a window). Returns ``(states, log_probs)``: states
+    [B, S + 1, ...] in the dtype of ``x_T`` (states[:, 0] is x_T), log_probs [B, S] float32
+    (float64 for float64 input) with NaN at ODE steps.
+    """
+    grid = _check_grid(ts)
+    n = len(grid) - 1
+    noisy = set(range(n)) if sde_steps is None else {int(i) for i in sde_steps}
+    if any(not 0 <= i < n for i in noisy):
+        raise ValueError(f"sde_steps must lie in [0, {n - 1}], got {sorted(noisy)}")
+    wd = torch.float64 if x_T.dtype == torch.float64 else torch.float32
+    log_probs = torch.full((x_T.shape[0], n), float("nan"), dtype=wd, device=x_T.device)
+    states = [x_T]
+    x = x_T
+    for i, (t, t_next) in enumerate(pairwise(grid)):
+        v = velocity_fn(x, _t_batch(t, x))
+        if i in noisy:
+            x, log_prob, _, _ = flow_sde_step(
+                x, v, t, t_next, noise_level=noise_level, generator=generator
+            )
+            log_probs[:, i] = log_prob
+        else:
+            x = (x + (t_next - t) * v).to(x_T.dtype)
+        states.append(x)
+    return torch.stack(states, dim=1), log_probs
 
 
 def sample(

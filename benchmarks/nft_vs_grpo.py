@@ -1,0 +1,237 @@
+"""DiffusionNFT vs the FlowGRPO baseline on the CPU shapes world: the efficiency headline.
+
+Both methods start from `shapes-base`, train against `shapes-geneval` on the `shapes-train`
+prompts (the same prompts per epoch for a seed) with the same images per epoch and the same
+optimizer steps per epoch (NFT's settings come from the `shapes` preset, GRPO's from
+`shapes-grpo` with NFT's budget copied in). Every --eval-every epochs the EMA weights are
+scored on the held-out `shapes` suite (overall = mean of the six GenEval task accuracies).
+Prints and writes JSON with the optimizer steps, sampled images and training wall seconds
+(sampling + updates, evaluation excluded) each method needs to reach each threshold (on the
+mean curve over seeds), the GRPO/NFT ratios at the highest threshold both reach, and a PNG of
+the curves:
+
+    python benchmarks/nft_vs_grpo.py [--seeds 0 1 2] [--epochs N] [--eval-every K] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nftkit.compose import RewardComposer
+from nftkit.evaluate import EvalSettings, run_evaluation
+from nftkit.evaluators.shapes import ShapesEvaluator
+from nftkit.policies.loading import load_policy
+from nftkit.train.algos import TITLES, TrainConfig, trainer_class
+from nftkit.train.presets import get_preset, resolve_training_prompts
+
+PRESETS = {"nft": "shapes", "grpo": "shapes-grpo"}
+BUDGET_KEYS = ("prompts_per_epoch", "group_size", "sample_batch_size", "train_batch_size",
+               "grad_accum")
+QUICK = {"prompts_per_epoch": 4, "group_size": 4, "sample_batch_size": 16,
+         "train_batch_size": 8, "num_steps": 6}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def method_configs(epochs: int | None, quick: bool) -> dict[str, TrainConfig]:
+    """NFT from the `shapes` preset; GRPO from `shapes-grpo` with NFT's per-step budget."""
+    extra = dict(QUICK) if quick else {}
+    nft = get_preset(PRESETS["nft"]).train_config(**{**extra, "epochs": epochs})
+    budget = {key: getattr(nft, key) for key in BUDGET_KEYS}
+    grpo = get_preset(PRESETS["grpo"]).train_config(
+        **{**extra, **budget, "epochs": nft.epochs}
+    )
+    return {"nft": nft, "grpo": grpo}
+
+
+def images_per_step(config: TrainConfig) -> float:
+    """Sampled images per optimizer step."""
+    n = config.prompts_per_epoch * config.group_size
+    micro = -(-n // config.train_batch_size)
+    return n / -(-micro // config.grad_accum)
+
+
+def evaluate(trainer: Any, evaluator: ShapesEvaluator, settings: EvalSettings) -> float:
+    """Overall shapes score of the trainer's EMA weights."""
+    with trainer.ema.swapped_in(trainer.trainable):
+        report = run_evaluation(trainer.policy, evaluator, "bench", settings, adapter="default")
+    return float(report.metrics["overall"])
+
+
+def run_method(
+    algo: str, config: TrainConfig, seed: int, evaluator: ShapesEvaluator,
+    settings: EvalSettings, eval_every: int, base_overall: float, autocast: torch.dtype | None,
+    progress: Progress, task: Any,
+) -> list[dict[str, float]]:
+    """Train one method with one seed; the curve of (epoch, step, images, seconds, overall)."""
+    config = type(config).from_dict({**config.to_dict(), "seed": seed})
+    policy = load_policy("shapes-base", autocast_dtype=autocast)
+    composer = RewardComposer("shapes-geneval")
+    prompts = resolve_training_prompts("shapes-train")
+    per_epoch = config.prompts_per_epoch * config.group_size
+    curve = [{"epoch": 0, "step": 0, "images": 0, "seconds": 0.0, "overall": base_overall}]
+    seconds = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = trainer_class(algo)(policy, composer, prompts, config, tmp)
+        for epoch in range(1, config.epochs + 1):
+            record = trainer.run_epoch()
+            seconds += record["seconds"]
+            progress.update(task, advance=1, status=f"{algo} seed {seed} epoch {epoch} "
+                            f"reward {record['reward_mean']:.3f}")
+            if epoch % eval_every == 0 or epoch == config.epochs:
+                overall = evaluate(trainer, evaluator, settings)
+                curve.append({"epoch": epoch, "step": trainer.global_step,
+                              "images": epoch * per_epoch, "seconds": round(seconds, 2),
+                              "overall": overall})
+                progress.console.print(f"{algo} seed {seed} epoch {epoch} step "
+                                       f"{trainer.global_step} overall {overall:.3f} "
+                                       f"({seconds:.0f}s training)")
+    return curve
+
+
+def mean_curve(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Point-wise mean over seeds (the evaluation epochs are the same for every seed)."""
+    return [{key: sum(c[i][key] for c in curves) / len(curves) for key in curves[0][i]}
+            for i in range(len(curves[0]))]
+
+
+def first_reach(curve: list[dict[str, float]], threshold: float) -> dict[str, float] | None:
+    """The first evaluation point at or above ``threshold`` (None if never)."""
+    for point in curve:
+        if point["overall"] >= threshold:
+            return {k: point[k] for k in ("epoch", "step", "images", "seconds", "overall")}
+    return None
+
+
+def summarize(runs: dict[str, list[list[dict[str, float]]]],
+              thresholds: list[float]) -> dict[str, Any]:
+    """Threshold crossings per method (mean curve and per seed) and the GRPO/NFT ratios."""
+    means = {algo: mean_curve(curves) for algo, curves in runs.items()}
+    reach = {algo: {str(thr): {"mean_curve": first_reach(means[algo], thr),
+                               "per_seed": [first_reach(c, thr) for c in runs[algo]]}
+                    for thr in thresholds} for algo in runs}
+    ratio = None
+    for thr in sorted(thresholds, reverse=True):
+        nft, grpo = reach["nft"][str(thr)]["mean_curve"], reach["grpo"][str(thr)]["mean_curve"]
+        if nft and grpo:
+            ratio = {"threshold": thr,
+                     "steps": grpo["step"] / max(nft["step"], 1),
+                     "images": grpo["images"] / max(nft["images"], 1),
+                     "seconds": grpo["seconds"] / max(nft["seconds"], 1e-9)}
+            break
+    return {"mean_curves": means, "reach": reach, "grpo_over_nft": ratio,
+            "final_overall": {a: m[-1]["overall"] for a, m in means.items()},
+            "best_overall": {a: max(p["overall"] for p in m) for a, m in means.items()}}
+
+
+def plot(runs: dict[str, list[list[dict[str, float]]]], summary: dict[str, Any],
+         thresholds: list[float], path: Path) -> None:
+    """Overall score against optimizer steps, sampled images and training seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_keys = [("step", "optimizer steps"), ("images", "sampled images"),
+                 ("seconds", "training wall seconds")]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=120, sharey=True)
+    colors = {"nft": "tab:blue", "grpo": "tab:red"}
+    for ax, (key, label) in zip(axes, axes_keys, strict=True):
+        for algo, curves in runs.items():
+            for curve in curves:
+                ax.plot([p[key] for p in curve], [p["overall"] for p in curve],
+                        color=colors[algo], alpha=0.25, lw=1)
+            mean = summary["mean_curves"][algo]
+            ax.plot([p[key] for p in mean], [p["overall"] for p in mean], color=colors[algo],
+                    lw=2, marker="o", ms=3, label=f"{TITLES[algo]} ({len(curves)} seeds)")
+        for thr in thresholds:
+            ax.axhline(thr, color="gray", ls="--", lw=0.8)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("shapes overall (held-out, EMA weights)")
+    axes[0].legend(loc="upper left")
+    fig.suptitle("DiffusionNFT vs FlowGRPO on the shapes world")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the shapes preset's")
+    parser.add_argument("--eval-every", type=int, default=None, help="epochs between evals")
+    parser.add_argument("--quick", action="store_true", help="minute-scale smoke run")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.8, 0.9])
+    parser.add_argument("--autocast", choices=("none", "bf16"), default="none",
+                        help="policy autocast (bf16 is only fast on CPUs with AMX/AVX512-BF16)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    quick = args.quick
+    seeds = args.seeds or ([0] if quick else [0, 1, 2])
+    configs = method_configs(args.epochs or (3 if quick else None), quick)
+    epochs = configs["nft"].epochs
+    eval_every = args.eval_every or (1 if quick else 5)
+    evaluator = ShapesEvaluator(per_task=2) if quick else ShapesEvaluator()
+    settings = EvalSettings(steps=10 if quick else evaluator.default_steps)
+    autocast = torch.bfloat16 if args.autocast == "bf16" else None
+    out_json = args.json or RESULTS / ("nft_vs_grpo_quick.json" if quick else "nft_vs_grpo.json")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    base_policy = load_policy("shapes-base", autocast_dtype=autocast)
+    base = run_evaluation(base_policy, evaluator, "shapes-base", settings, adapter=None)
+    base_overall = float(base.metrics["overall"])
+    print(f"shapes-base overall {base_overall:.3f}", flush=True)
+    runs: dict[str, list[list[dict[str, float]]]] = {"nft": [], "grpo": []}
+    progress = Progress(TextColumn("[bold]nft vs grpo[/]"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    with progress:
+        task = progress.add_task("bench", total=len(seeds) * 2 * epochs, status="")
+        for seed in seeds:
+            for algo in ("nft", "grpo"):
+                runs[algo].append(run_method(algo, configs[algo], seed, evaluator, settings,
+                                             eval_every, base_overall, autocast, progress, task))
+    summary = summarize(runs, args.thresholds)
+    png = out_json.with_suffix(".png")
+    plot(runs, summary, args.thresholds, png)
+    result = {
+        "quick": quick, "seeds": seeds, "epochs": epochs, "eval_every": eval_every,
+        "thresholds": args.thresholds, "base_overall": base_overall,
+        "eval": {"per_task": evaluator.per_task, "samples_per_prompt": evaluator.n_samples,
+                 "steps": settings.steps, "solver": settings.solver, "weights": "EMA"},
+        "images_per_step": {a: images_per_step(c) for a, c in configs.items()},
+        "configs": {a: c.to_dict() for a, c in configs.items()},
+        **summary,
+        "runs": {a: [{"seed": s, "curve": c} for s, c in zip(seeds, curves, strict=True)]
+                 for a, curves in runs.items()},
+        "wall_seconds": round(time.time() - start, 1), "threads": torch.get_num_threads(),
+        "autocast": args.autocast, "machine": platform.processor() or platform.machine(),
+        "png": str(png),
+    }
+    out_json.write_text(json.dumps(result, indent=2))
+    for algo in ("nft", "grpo"):
+        for thr in args.thresholds:
+            hit = summary["reach"][algo][str(thr)]["mean_curve"]
+            where = (f"step {hit['step']:.0f}, {hit['images']:.0f} images, "
+                     f"{hit['seconds']:.0f}s" if hit else "not reached")
+            print(f"{TITLES[algo]:>12} reaches {thr:.2f}: {where}")
+        print(f"{TITLES[algo]:>12} final {summary['final_overall'][algo]:.3f} "
+              f"best {summary['best_overall'][algo]:.3f}")
+    ratio = summary["grpo_over_nft"]
+    print("GRPO/NFT at " + (f"{ratio['threshold']}: steps x{ratio['steps']:.2f}, "
+                            f"wall seconds x{ratio['seconds']:.2f}" if ratio
+                            else "no threshold reached by both"))
+    print(f"wrote {out_json} and {png} ({time.time() - start:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
