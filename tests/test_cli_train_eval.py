@@ -84,3 +84,20 @@ def test_bad_inputs_are_one_line_errors(tiny_model: Path, tmp_path: Path) -> Non
     bad_set = run_cli("train", "--model", str(tiny_model), "--rewards", "jpeg", "--prompts",
                       "shapes-train", "--output", str(tmp_path / "o"), "--set", "nope=1")
     assert bad_set.returncode == 2 and "unknown NFT option" in bad_set.stderr
+
+
+def test_demo_end_to_end_with_one_epoch(tmp_path: Path) -> None:
+    """`nftkit demo` (what `make demo` runs), cut to one epoch and a small evaluation."""
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--output", str(out), "--steps", "1", "--per-task", "1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == summary
+    assert 0.0 <= summary["base_overall"] <= 1.0 and 0.0 <= summary["tuned_overall"] <= 1.0
+    for produced in ("leaderboard.png", "train/reward_curve.png", "train/history.jsonl",
+                     "train/samples_base_vs_tuned.png", "train/lora/pytorch_lora_weights.safetensors"):
+        assert (out / produced).is_file(), produced
+    store = ResultsStore(f"sqlite:///{out / 'nftkit.db'}")
+    evals = store.list_runs(kind="eval")
+    assert sorted(r.model for r in evals) == sorted(["shapes-base", str(out / "train")])
+    assert all(r.status == "finished" for r in evals)

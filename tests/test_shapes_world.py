@@ -19,6 +19,7 @@ from nftkit.shapes.prompts import (
     generate_prompts,
     plural,
     split_prompts,
+    task_balanced,
     token_ids,
     tokenize,
     with_article,
@@ -139,6 +140,23 @@ def test_split_is_disjoint_complete_and_deterministic() -> None:
     assert sum(m["tag"] == "single_object" for m in small) == 1  # round(0.3) -> at least 1
     assert split_prompts(seed=0, holdout_fraction=0.0)[1] == []
     assert {m["prompt"] for m in split_prompts(seed=1)[1]} != held_t
+
+
+def test_task_balanced_training_prompts_weigh_every_task_equally() -> None:
+    from collections import Counter
+
+    from nftkit.train.presets import resolve_training_prompts
+
+    train, _ = split_prompts(seed=0)
+    balanced = task_balanced(train)
+    counts = Counter(m["tag"] for m in balanced)
+    assert set(counts) == {m["tag"] for m in train}
+    assert len(set(counts.values())) == 1  # the same number of entries for every task
+    assert max(Counter(m["tag"] for m in train).values()) == next(iter(counts.values()))
+    assert {m["prompt"] for m in balanced} == {m["prompt"] for m in train}  # nothing new or lost
+    items = resolve_training_prompts("shapes-train")
+    assert Counter(i.metadata["tag"] for i in items) == counts
+    assert task_balanced([]) == []
 
 
 def test_tokenize_and_vocab() -> None:

@@ -20,6 +20,9 @@ def demo(
     output: Path = typer.Option(Path("demo-out"), "--output", "-o", help="Output folder."),
     steps: int = typer.Option(None, "--steps", help="Training epochs (preset default)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete a previous demo output first."),
+    per_task: int = typer.Option(
+        12, "--per-task", min=1, help="Held-out prompts per task in the evaluation (4 images each)."
+    ),
 ) -> None:
     """Train the shapes world, evaluate base vs tuned, show the leaderboard."""
     import shutil
@@ -40,14 +43,15 @@ def demo(
     start = time.time()
     resume = (output / "train" / "checkpoints").is_dir()
     console.rule("1/3  DiffusionNFT training on the shapes world (CPU)")
-    train(preset="shapes", model=None, rewards=None, prompts=None, output=output / "train",
-          steps=steps, resume=resume, seed=None, device="cpu", checkpoint_every=None,
-          quiet=False)
+    # Every parameter explicitly: a typer command called as a function gets no CLI defaults.
+    train(preset="shapes", algo=None, model=None, rewards=None, prompts=None,
+          output=output / "train", steps=steps, resume=resume, seed=None, device="cpu",
+          checkpoint_every=None, config_file=None, overrides=None, quiet=False)
     console.rule("2/3  held-out shapes suite: base vs tuned")
     store = ResultsStore(STATE.db)
     results = {}
     for name, model in (("shapes-base", "shapes-base"), ("tuned", str(output / "train"))):
-        evaluator = ShapesEvaluator()
+        evaluator = ShapesEvaluator(per_task=per_task)
         policy = load_policy(model)
         report = run_evaluation(policy, evaluator, model, EvalSettings(steps=20), store=store)
         results[name] = report.metrics

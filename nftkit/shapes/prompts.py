@@ -111,6 +111,20 @@ def split_prompts(
     return train, held_out
 
 
+def task_balanced(prompts: list[Metadata]) -> list[Metadata]:
+    """Every task's prompts repeated (cyclically) to the size of the largest task.
+
+    The shapes suite scores the unweighted mean of task accuracies, as GenEval does, while the
+    grammar makes some tasks far larger than others (color attributes dwarf single objects);
+    drawing training prompts uniformly from this list gives every task the same weight.
+    """
+    by_task: dict[str, list[Metadata]] = {}
+    for meta in prompts:
+        by_task.setdefault(meta["tag"], []).append(meta)
+    size = max((len(group) for group in by_task.values()), default=0)
+    return [group[i % len(group)] for group in by_task.values() for i in range(size)]
+
+
 def tokenize(prompt: str) -> list[str]:
     """Lowercase words of a prompt ("left of" gives two words)."""
     return re.findall(r"[a-z]+", prompt.lower())
