@@ -500,3 +500,23 @@ def test_postgresql_round_trip(pg_url: str) -> None:
         assert len(results.samples(rid)) == 1
         assert results.get_run(rid[:10]).finished_at is not None
         results.delete_run(rid)
+
+
+def test_transposed_leaderboard_has_a_column_per_model_and_a_row_per_metric() -> None:
+    from rich.console import Console
+
+    from nftkit.results.leaderboard import transposed_table
+    from nftkit.results.records import LeaderboardRow
+
+    rows = [
+        LeaderboardRow("shapes", "tuned", "a" * 32, None, {"overall": 0.41, "position": 0.21},
+                       {"overall": True, "position": True}, 120),
+        LeaderboardRow("shapes", "base", "b" * 32, None, {"overall": 0.19}, {"overall": True}, 120),
+    ]
+    table = transposed_table(rows)
+    assert len(table.columns) == 1 + len(rows)
+    assert table.row_count == 2 + 1  # overall, position, n
+    console = Console(width=60, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "0.4100" in text and "0.1900" in text and "0.2100" in text and "…" not in text

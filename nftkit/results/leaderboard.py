@@ -136,6 +136,26 @@ def _table(rows: list[LeaderboardRow]) -> Table:
     return table
 
 
+def transposed_table(rows: Sequence[LeaderboardRow]) -> Table:
+    """The leaderboard with one column per model and one row per metric (for narrow screens)."""
+    rows = list(rows)
+    metrics = metric_columns(rows)
+    table = Table(title="Leaderboard")
+    table.add_column("metric")
+    for row in rows:
+        table.add_column(f"{row.model}\n({row.suite}, run {row.run_id[:8]})", justify="right")
+    bests = {metric: _best(rows, metric) for metric in metrics}
+    for metric in metrics:
+        cells = []
+        for row in rows:
+            value = row.metrics.get(metric)
+            best = value is not None and bests[metric].get(row.suite) == value
+            cells.append(Text(format_value(value), style="bold green" if best else ""))
+        table.add_row(Text(_header(metric, rows)), *cells)
+    table.add_row(Text("n"), *(Text(_count(row.n)) for row in rows))
+    return table
+
+
 def _markdown(rows: list[LeaderboardRow]) -> str:
     metrics = metric_columns(rows)
     header = ["suite", "model", *(_header(m, rows) for m in metrics), "n", "run"]
