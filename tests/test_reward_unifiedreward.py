@@ -129,6 +129,8 @@ def test_timeouts_score_zero(chat_server: ChatServer) -> None:
     assert time.monotonic() - start < 1.0
 
 
-def test_unreachable_server_scores_zero() -> None:
-    out = make("http://127.0.0.1:9/v1", retries=0)([Image.new("RGB", (8, 8))], ["good"])
-    assert out.scores.tolist() == [0.0] and out.details[0]["error"]
+def test_unreachable_server_is_a_clear_error_not_silent_zeros() -> None:
+    from nftkit.errors import NftkitError
+
+    with pytest.raises(NftkitError, match=r"127\.0\.0\.1:9/v1 refused every request"):
+        make("http://127.0.0.1:9/v1", retries=0)([Image.new("RGB", (8, 8))] * 2, ["a", "b"])

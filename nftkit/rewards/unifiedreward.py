@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from nftkit.errors import UsageError
+from nftkit.errors import NftkitError, UsageError
 from nftkit.rewards.base import Reward, RewardOutput
 
 URL_ENV, MODEL_ENV, KEY_ENV = (
@@ -36,6 +36,7 @@ URL_ENV, MODEL_ENV, KEY_ENV = (
     "NFTKIT_UNIFIEDREWARD_API_KEY",
 )
 DEFAULT_URL = "http://127.0.0.1:17140/v1"
+UNREACHABLE = "unreachable: "
 DEFAULT_MODEL = "UnifiedReward-7b-v1.5"
 IMAGE_SIDE = 512
 SCORE_PATTERN = re.compile(r"Final Score:\s*([1-5](\.\d+)?)")
@@ -146,6 +147,8 @@ class UnifiedReward(Reward):
             except (urllib.error.URLError, TimeoutError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 error = f"{type(reason).__name__}: {reason}"
+                if isinstance(reason, ConnectionError):
+                    error = f"{UNREACHABLE}{error}"
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 error = f"malformed answer ({type(exc).__name__})"
                 break
@@ -157,6 +160,11 @@ class UnifiedReward(Reward):
         """Ask the server about each image concurrently; parse each answer."""
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(images))) as pool:
             answers = list(pool.map(self.ask, images, prompts))
+        if answers and all(error and error.startswith(UNREACHABLE) for _, error in answers):
+            raise NftkitError(
+                f"UnifiedReward server {self.url} refused every request ({answers[0][1]}); start "
+                f"it (an OpenAI-compatible server, e.g. vLLM) or point {URL_ENV} at it"
+            )
         scores, details = [], []
         for answer, error in answers:
             value = parse_score(answer) if answer is not None else None
