@@ -14,25 +14,21 @@ machinery of ``nftkit.train.trainer_base``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from nftkit.compose import RewardComposer, group_advantages, informative_mask
+from nftkit.compose import group_advantages, informative_mask
 from nftkit.errors import UsageError
-from nftkit.policies.base import Policy, index_cond
-from nftkit.train.distributed import Distributed
+from nftkit.policies.base import index_cond
 from nftkit.train.grpo_loss import grpo_loss
 from nftkit.train.lora import soft_update_adapter
-from nftkit.train.sampling import flow_sde_step, sde_trajectory, timesteps
+from nftkit.train.sampling import flow_sde_step, sde_trajectory
 from nftkit.train.trainer_base import (
     AdapterTrainer,
     EpochBatch,
-    PromptItem,
     config_from_dict,
     mix_seed,
 )
@@ -113,22 +109,12 @@ class GRPOTrainer(AdapterTrainer):
 
     algo = "grpo"
 
-    def __init__(
-        self,
-        policy: Policy,
-        composer: RewardComposer,
-        prompts: Sequence[PromptItem],
-        config: GRPOConfig,
-        output_dir: str | Path,
-        model_info: dict[str, Any] | None = None,
-        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-        dist: Distributed | None = None,
-    ) -> None:
-        super().__init__(policy, composer, prompts, config, output_dir, model_info,
-                         on_epoch_end, dist)
-        self.config: GRPOConfig = config
-        self.ts = timesteps(config.num_steps, config.shift)
-        self.grid = [float(v) for v in self.ts.tolist()]
+    config: GRPOConfig
+
+    @property
+    def grid(self) -> list[float]:
+        """The sampler's time grid as Python floats."""
+        return [float(v) for v in self.ts.tolist()]
 
     def sde_steps(self, epoch: int) -> list[int]:
         """The epoch's SDE (and trained) steps: the first k, or a random window of them."""
@@ -175,6 +161,7 @@ class GRPOTrainer(AdapterTrainer):
         cfg = self.config
         model = self.policy.model
         device = self.policy.device
+        grid = self.grid
         advantages = group_advantages(batch.rewards, batch.groups, cfg.std_mode)
         adv_all = advantages.clamp(-cfg.adv_clip, cfg.adv_clip)
         mask_all = informative_mask(batch.rewards, batch.groups)
@@ -197,8 +184,8 @@ class GRPOTrainer(AdapterTrainer):
             for jj, j in enumerate(steps):
                 x = batch.states[idx, j].to(device)
                 x_next = batch.states[idx, j + 1].to(device)
-                t_vec = torch.full((len(idx),), self.grid[j], dtype=torch.float32, device=device)
-                t, t_next = self.grid[j], self.grid[j + 1]
+                t_vec = torch.full((len(idx),), grid[j], dtype=torch.float32, device=device)
+                t, t_next = grid[j], grid[j + 1]
                 mean_ref = None
                 if cfg.kl_beta > 0:
                     with torch.no_grad():

@@ -14,19 +14,16 @@ and the trained adapter's gradients are averaged through DDP; only the main proc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from nftkit.compose import RewardComposer, group_advantages, optimality_probability
-from nftkit.policies.base import Policy, index_cond
-from nftkit.train.distributed import Distributed
+from nftkit.compose import group_advantages, optimality_probability
+from nftkit.policies.base import index_cond
 from nftkit.train.lora import soft_update_adapter
 from nftkit.train.nft_loss import forward_noise, nft_loss, training_timestep_indices
-from nftkit.train.sampling import sample, timesteps
+from nftkit.train.sampling import sample
 from nftkit.train.schedules import old_policy_decay
 from nftkit.train.trainer_base import (  # noqa: F401  (re-exported: the public import path)
     ADAPTER_FILE,
@@ -88,21 +85,7 @@ class NFTTrainer(AdapterTrainer):
 
     algo = "nft"
 
-    def __init__(
-        self,
-        policy: Policy,
-        composer: RewardComposer,
-        prompts: Sequence[PromptItem],
-        config: NFTConfig,
-        output_dir: str | Path,
-        model_info: dict[str, Any] | None = None,
-        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-        dist: Distributed | None = None,
-    ) -> None:
-        super().__init__(policy, composer, prompts, config, output_dir, model_info,
-                         on_epoch_end, dist)
-        self.config: NFTConfig = config
-        self.ts = timesteps(config.num_steps, config.shift)
+    config: NFTConfig
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

@@ -28,6 +28,7 @@ from nftkit.train import checkpoint as ckpt
 from nftkit.train.distributed import Distributed
 from nftkit.train.faults import fault_point
 from nftkit.train.lora import adapter_parameters, add_nft_adapters, load_adapter_parameters
+from nftkit.train.sampling import timesteps
 from nftkit.train.schedules import EmaWeights
 
 ADAPTER_FILE = "nftkit_adapter.safetensors"
@@ -41,6 +42,8 @@ class TrainerConfig(Protocol):
     epochs: int
     prompts_per_epoch: int
     group_size: int
+    num_steps: int
+    shift: float
     sample_batch_size: int
     lr: float
     adam_betas: tuple[float, float]
@@ -138,6 +141,7 @@ class AdapterTrainer:
         self.model_info = model_info or {}
         self.on_epoch_end = on_epoch_end
         self.dist = dist or Distributed()
+        self.ts = timesteps(config.num_steps, config.shift)  # the sampler's time grid
         with torch.random.fork_rng(devices=[]):  # LoRA init depends on the seed only
             torch.manual_seed(mix_seed(config.seed, 0))
             add_nft_adapters(
