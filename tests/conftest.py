@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from nftkit.policies.shapes import ShapesPolicy
+from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
+from nftkit.shapes.prompts import VOCAB
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -76,3 +81,18 @@ def pg_url() -> str:
             pytest.fail(f"{REQUIRE_PG_ENV}=1 but {problem}")
         pytest.skip(f"PostgreSQL tests skipped: {problem}")
     return url
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init shapes model saved in the shipped format."""
+    torch.manual_seed(0)
+    config = ShapesModelConfig(vocab_size=len(VOCAB), channels=(16, 16, 32), text_dim=32,
+                               text_layers=1, heads=2, emb_dim=32)
+    model = ShapesFlowModel(config)
+    for p in model.parameters():  # the zero-initialised output conv would make v constant
+        if p.ndim == 4 and p.shape[0] == 3:
+            torch.nn.init.normal_(p, std=0.02)
+    path = tmp_path_factory.mktemp("tiny-shapes")
+    ShapesPolicy(model).save_pretrained(path, dtype=torch.float32)
+    return path

@@ -12,10 +12,8 @@ import torch
 from nftkit.compose import RewardComposer, RewardTerm, informative_mask
 from nftkit.errors import UsageError
 from nftkit.policies.loading import load_policy
-from nftkit.policies.shapes import ShapesPolicy
-from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
 from nftkit.rewards.base import Reward, RewardOutput
-from nftkit.shapes.prompts import VOCAB, split_prompts
+from nftkit.shapes.prompts import split_prompts
 from nftkit.train.grpo import GRPOConfig, GRPOTrainer, TrajectoryBatch
 from nftkit.train.grpo_loss import grpo_loss, ppo_clip_loss
 from nftkit.train.lora import adapter_parameters
@@ -24,21 +22,6 @@ from nftkit.train.sampling import flow_sde_step, sde_trajectory, timesteps
 from tests.conftest import run_cli
 
 EPS = 0.2
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-init shapes model saved in the shipped format."""
-    torch.manual_seed(0)
-    config = ShapesModelConfig(vocab_size=len(VOCAB), channels=(16, 16, 32), text_dim=32,
-                               text_layers=1, heads=2, emb_dim=32)
-    model = ShapesFlowModel(config)
-    for p in model.parameters():  # the zero-initialised output conv would make v constant
-        if p.ndim == 4 and p.shape[0] == 3:
-            torch.nn.init.normal_(p, std=0.02)
-    path = tmp_path_factory.mktemp("tiny-shapes")
-    ShapesPolicy(model).save_pretrained(path, dtype=torch.float32)
-    return path
 
 
 def _trainer(model: str | Path, out: Path, rewards: str | RewardComposer = "jpeg",

@@ -4,32 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from nftkit.compose import RewardComposer
 from nftkit.policies.loading import load_policy
-from nftkit.policies.shapes import ShapesPolicy
-from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
-from nftkit.shapes.prompts import VOCAB, split_prompts
+from nftkit.shapes.prompts import split_prompts
 from nftkit.train import checkpoint as ckpt
 from nftkit.train.lora import adapter_parameters
 from nftkit.train.nft import NFTConfig, NFTTrainer, PromptItem
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-init shapes model saved in the shipped format."""
-    torch.manual_seed(0)
-    config = ShapesModelConfig(vocab_size=len(VOCAB), channels=(16, 16, 32), text_dim=32,
-                               text_layers=1, heads=2, emb_dim=32)
-    model = ShapesFlowModel(config)
-    for p in model.parameters():  # the zero-initialised output conv would make v constant
-        if p.ndim == 4 and p.shape[0] == 3:
-            torch.nn.init.normal_(p, std=0.02)
-    path = tmp_path_factory.mktemp("tiny-shapes")
-    ShapesPolicy(model).save_pretrained(path, dtype=torch.float32)
-    return path
 
 
 def _config(**overrides: object) -> NFTConfig:
