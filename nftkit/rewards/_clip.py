@@ -71,6 +71,13 @@ class ClipBundle:
         """Projected text embeddings (not normalized), float32."""
         return _features(self.model.get_text_features(**inputs)).float()
 
+    @torch.inference_mode()
+    def paired_cosine(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> torch.Tensor:
+        """cos(image_i, prompt_i) of the normalized projected embeddings, float32 [B]."""
+        image = l2_normalize(self.image_embeds(self.pixel_values(images)))
+        text = l2_normalize(self.text_embeds(self.text_inputs(prompts)))
+        return (image * text).sum(dim=-1)
+
 
 def _features(out: Any) -> torch.Tensor:
     """transformers 4 returns the projected tensor; transformers 5 an output with pooler_output."""

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from nftkit.rewards._clip import ClipBundle, l2_normalize, load_clip
+from nftkit.rewards._clip import ClipBundle, load_clip
 from nftkit.rewards._sources import WeightSource, download_sources, resolve
 from nftkit.rewards.base import Reward, RewardOutput
 
@@ -55,8 +55,6 @@ class ClipScore(Reward):
         """Cosine of the normalized projected embeddings (or Hessel's rescaled form)."""
         clip = self._clip
         assert clip is not None
-        image = l2_normalize(clip.image_embeds(clip.pixel_values(images)))
-        text = l2_normalize(clip.text_embeds(clip.text_inputs(prompts)))
-        cos = (image * text).sum(dim=-1)
+        cos = clip.paired_cosine(images, prompts)
         scores = HESSEL_WEIGHT * cos.clamp(min=0.0) if self.hessel else cos
         return RewardOutput(scores.cpu())

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from nftkit.rewards._clip import ClipBundle, l2_normalize, load_clip
+from nftkit.rewards._clip import ClipBundle, load_clip
 from nftkit.rewards._sources import PROCESSOR_PATTERNS, WeightSource, download_sources, resolve
 from nftkit.rewards.base import Reward, RewardOutput
 
@@ -59,10 +59,8 @@ class PickScore(Reward):
         """Score one batch: exp(logit_scale) * cosine of the normalized embeddings."""
         clip = self._clip
         assert clip is not None
-        image = l2_normalize(clip.image_embeds(clip.pixel_values(images)))
-        text = l2_normalize(clip.text_embeds(clip.text_inputs(prompts)))
         scale = clip.model.logit_scale.exp().float()
-        scores = scale * (image * text).sum(dim=-1)
+        scores = scale * clip.paired_cosine(images, prompts)
         if self.training_scale:
             scores = scores / PICKSCORE_TRAINING_DIVISOR
         return RewardOutput(scores.cpu())
