@@ -60,7 +60,7 @@ class ShapesPolicy:
         autocast_dtype: torch.dtype | str | None = AUTO,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
         if autocast_dtype == AUTO:
             autocast_dtype = fast_autocast_dtype(self.device)
         self.autocast_dtype: torch.dtype | None = autocast_dtype  # type: ignore[assignment]
@@ -134,7 +134,7 @@ class ShapesPolicy:
         context = use_adapter(self.model, adapter) if self._has_lora else nullcontext()
         with context, self._autocast():
             out = self.model(x_t, t, cond["ids"], cond["mask"])
-        return out.float()
+        return out.float().contiguous()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """[-1, 1] pixels -> [0, 1] images."""
