@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from nftkit.compose import RewardComposer
+from nftkit.errors import UsageError
 from nftkit.policies.loading import load_policy
 from nftkit.shapes.prompts import split_prompts
 from nftkit.train import checkpoint as ckpt
@@ -109,3 +111,28 @@ def test_exported_adapter_reloads_as_tuned_model(tiny_model_dir: Path, tmp_path:
         base = tuned.velocity(x, t, cond, adapter=None)
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(got, base, atol=1e-6)
+
+
+def test_high_noise_steps_trains_only_the_first_sampler_steps(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nftkit.train.nft as nft_module
+
+    seen: list[torch.Tensor] = []
+    real = nft_module.forward_noise
+
+    def recording(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        seen.append(t.detach().clone())
+        return real(x0, t, eps)
+
+    monkeypatch.setattr(nft_module, "forward_noise", recording)
+    trainer = _trainer(tiny_model_dir, tmp_path, _config(epochs=1, num_steps=4,
+                                                         high_noise_steps=2))
+    trainer.run_epoch()
+    drawn = torch.cat(seen)
+    assert set(drawn.tolist()) == set(trainer.ts[:2].tolist())  # both, and only, t >= ts[1]
+
+
+def test_high_noise_steps_outside_the_schedule_is_refused() -> None:
+    with pytest.raises(UsageError, match="high_noise_steps=12"):
+        _config(num_steps=10, high_noise_steps=12)

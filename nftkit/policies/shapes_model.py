@@ -2,11 +2,11 @@
 
 Text: word tokens (the shapes grammar is closed, so a word-level vocabulary is exact) are embedded
 with learned position embeddings, passed through a small transformer encoder and kept per token
-for cross-attention, plus a pooled vector for FiLM conditioning. Image: the 32x32 picture is
-folded into 2x2 patches (pixel-unshuffle, 12 x 16 x 16), run through a three-level U-Net
-(16, 8, 4) with FiLM residual blocks and cross-attention to the text tokens at the two lowest
-resolutions, and unfolded again; working on patches instead of pixels makes a forward pass about
-2.5x cheaper on CPU than the earlier pixel-level net (``patch_size=1``, still loadable). It predicts
+for cross-attention, plus a pooled vector for FiLM conditioning. Image: a three-level U-Net
+(32, 16, 8) with FiLM residual blocks and cross-attention to the text tokens at the two lowest
+resolutions. ``patch_size=2`` folds 2x2 pixel patches into channels first (pixel-unshuffle,
+12 x 16 x 16) and unfolds the output again: a forward pass with channels (64, 96, 128) is then
+about 2.3x cheaper on CPU than the pixel-level default. It predicts
 the flow-matching velocity v = eps - x0 for x_t = (1 - t) x0 + t eps.
 """
 
@@ -27,12 +27,12 @@ class ShapesModelConfig:
     vocab_size: int
     max_tokens: int = 16
     image_size: int = 32
-    channels: tuple[int, ...] = (64, 96, 128)
+    channels: tuple[int, ...] = (32, 64, 96)
     text_dim: int = 96
     text_layers: int = 2
     heads: int = 4
     emb_dim: int = 128
-    patch_size: int = 2  # pixels per side folded into channels before the first conv
+    patch_size: int = 1  # pixels per side folded into channels before the first conv
 
     def to_dict(self) -> dict:
         """JSON-friendly dict."""
@@ -45,7 +45,6 @@ class ShapesModelConfig:
         """Inverse of to_dict."""
         data = dict(data)
         data["channels"] = tuple(data["channels"])
-        data.setdefault("patch_size", 1)  # configs written before patching existed
         return cls(**data)
 
 

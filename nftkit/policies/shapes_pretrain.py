@@ -68,12 +68,14 @@ def pretrain(
     save_every: int = 250,
     schedule_steps: int | None = None,
     init: str | None = None,
+    architecture: dict | None = None,
 ) -> dict[str, float]:
     """Train from scratch with the flow-matching loss and write an EMA checkpoint to ``output``.
 
     ``schedule_steps`` is the length of the warmup + cosine learning-rate schedule (default
     ``steps``); stopping before its end keeps the weights of a longer run's intermediate step.
-    ``init`` continues from a saved model (a directory or "shapes-base") instead of from scratch.
+    ``init`` continues from a saved model (a directory or "shapes-base") instead of from scratch;
+    ``architecture`` overrides ShapesModelConfig fields of a new model (e.g. patch_size, channels).
     """
     horizon = schedule_steps or steps
     torch.manual_seed(seed)
@@ -82,7 +84,7 @@ def pretrain(
         policy = ShapesPolicy.from_pretrained(init, autocast_dtype="auto")
         config = policy.model.config
     else:
-        config = ShapesModelConfig(vocab_size=len(VOCAB))
+        config = ShapesModelConfig(vocab_size=len(VOCAB), **(architecture or {}))
         policy = ShapesPolicy(ShapesFlowModel(config))
     model = policy.model
     model.train()
@@ -141,11 +143,21 @@ def main() -> None:
                         help="length of the LR schedule (default: --steps)")
     parser.add_argument("--init", default=None,
                         help="continue from this model (directory or 'shapes-base')")
+    parser.add_argument("--patch-size", type=int, default=None,
+                        help="new model only: fold PxP pixel patches into channels (2: ~2.3x "
+                             "cheaper forward, use with --channels 64 96 128)")
+    parser.add_argument("--channels", type=int, nargs="+", default=None,
+                        help="new model only: U-Net channels per level")
     args = parser.parse_args()
+    architecture = {k: v for k, v in (("patch_size", args.patch_size),
+                                      ("channels", tuple(args.channels or ()) or None))
+                    if v is not None}
+    if architecture and args.init:
+        parser.error("--patch-size/--channels describe a new model; they cannot change --init's")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     stats = pretrain(
         args.output, args.steps, args.batch_size, args.lr, args.p_correct, args.seed,
-        schedule_steps=args.schedule_steps, init=args.init,
+        schedule_steps=args.schedule_steps, init=args.init, architecture=architecture,
     )
     print(json.dumps(stats))
 

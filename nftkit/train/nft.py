@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from nftkit.compose import group_advantages, optimality_probability
+from nftkit.errors import UsageError
 from nftkit.policies.base import index_cond
 from nftkit.train.lora import soft_update_adapter
 from nftkit.train.nft_loss import forward_noise, nft_loss, training_timestep_indices
@@ -52,6 +53,9 @@ class NFTConfig:
     grad_accum: int = 1
     timestep_fraction: float = 0.99
     max_train_timesteps: int | None = None
+    # Draw the trained timesteps from the first N sampler steps only (the highest noise levels,
+    # where composition is decided), as FlowGRPO's timestep_fraction does; None: all steps.
+    high_noise_steps: int | None = None
     beta: float = 1.0
     adv_clip: float = 5.0
     std_mode: str = "global"
@@ -69,6 +73,14 @@ class NFTConfig:
     seed: int = 0
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        """Reject a timestep window that the sampler does not have."""
+        window = self.high_noise_steps
+        if window is not None and not 1 <= window <= self.num_steps:
+            raise UsageError(
+                f"high_noise_steps={window} must be between 1 and num_steps={self.num_steps}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NFTConfig:
@@ -131,7 +143,8 @@ class NFTTrainer(AdapterTrainer):
             cond = index_cond(batch.cond, idx.to(self.policy.device))
             rr = r[idx].to(self.policy.device)
             steps = training_timestep_indices(
-                cfg.num_steps, len(idx), cfg.timestep_fraction, generator=generator
+                cfg.high_noise_steps or cfg.num_steps, len(idx), cfg.timestep_fraction,
+                generator=generator,
             )
             if cfg.max_train_timesteps is not None:
                 steps = steps[:, : cfg.max_train_timesteps]
