@@ -12,8 +12,9 @@ guidance is right only part of the time, and RL has a mode to select.
 
 reproduces the shipped weights (seed 0, batch 64, p_correct 0.5): step 1000 of a 2000-step
 warmup + cosine schedule at lr 1e-3 (held-out shapes suite overall 0.19), then 800 steps of a
-fresh schedule at lr 3e-4 (overall 0.27; the `shapes` NFT preset lifts it to 0.55, against
-0.41 from the stage-1 weights, in the same 30 epochs). About 20 + 16 minutes on 2 CPU cores; ``nftkit/assets/shapes-base/training.json`` records both stages.
+fresh schedule at lr 3e-4 (overall 0.27; the `shapes` NFT preset lifts it to about 0.5: 0.48 in
+`make demo`, 0.55 in a one-thread run, against 0.41 from the stage-1 weights). About 20 + 16
+minutes on 2 CPU cores; ``nftkit/assets/shapes-base/training.json`` records both stages.
 """
 
 from __future__ import annotations
