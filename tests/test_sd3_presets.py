@@ -45,6 +45,14 @@ def test_the_shapes_preset_is_untouched() -> None:
     assert PRESETS["shapes"].stages == [] and PRESETS["shapes"].policy == {}
 
 
+@pytest.mark.parametrize("name", ["shapes", "shapes-grpo"])
+def test_none_overrides_keep_the_preset_values(name: str) -> None:
+    preset = get_preset(name)
+    config = preset.train_config(epochs=None, lr=None, seed=5)
+    assert config.epochs == preset.config["epochs"] and config.lr == preset.config["lr"]
+    assert config.seed == 5
+
+
 def test_named_prompt_sets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NFTKIT_PROMPTS_DIR", raising=False)
     with pytest.raises(UsageError, match="NFTKIT_PROMPTS_DIR"):

@@ -38,10 +38,14 @@ class Preset:
     algo: str = "nft"
 
     def train_config(self, **overrides: Any) -> TrainConfig:
-        """The preset's config for its algorithm (NFTConfig or GRPOConfig), overrides applied."""
+        """The preset's config for its algorithm (NFTConfig or GRPOConfig), overrides applied.
+
+        None overrides are ignored: they keep the preset's value, not the algorithm's default.
+        """
         from nftkit.train.algos import make_config
 
-        return make_config(self.algo, {**self.config, **overrides})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return make_config(self.algo, {**self.config, **given})
 
     def nft_config(self, **overrides: Any) -> NFTConfig:
         """The preset's NFTConfig with overrides applied (None values ignored)."""
