@@ -255,7 +255,9 @@ def main() -> None:
         "eval": {"per_task": evaluator.per_task, "samples_per_prompt": evaluator.n_samples,
                  "steps": settings.steps, "solver": settings.solver, "weights": "EMA"},
         "images_per_step": {a: images_per_step(c) for a, c in configs.items()},
-        "configs": {a: c.to_dict() for a, c in configs.items()},
+        # GRPO's epoch count is set by its time budget, not by its config
+        "configs": {a: {**c.to_dict(), **({"epochs": None} if a == "grpo" else {})}
+                    for a, c in configs.items()},
         **summary,
         "runs": {a: [{"seed": s, "curve": c} for s, c in zip(seeds, curves, strict=True)]
                  for a, curves in runs.items()},
