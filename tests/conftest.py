@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nftkit.policies.shapes import ShapesPolicy
-from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
-from nftkit.shapes.prompts import VOCAB
+from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -86,12 +84,6 @@ def pg_url() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init shapes model saved in the shipped format."""
-    torch.manual_seed(0)
-    config = ShapesModelConfig(vocab_size=len(VOCAB), channels=(16, 16, 32), text_dim=32,
-                               text_layers=1, heads=2, emb_dim=32)
-    model = ShapesFlowModel(config)
-    # the zero-initialised output conv would make v constant
-    torch.nn.init.normal_(model.conv_out.weight, std=0.02)
-    path = tmp_path_factory.mktemp("tiny-shapes")
-    ShapesPolicy(model).save_pretrained(path, dtype=torch.float32)
-    return path
+    return write_tiny_shapes_model(tmp_path_factory.mktemp("tiny-shapes"),
+                                   tiny_shapes_config(32, channels=(16, 16, 32)), seed=0,
+                                   random_output=True, dtype=torch.float32)

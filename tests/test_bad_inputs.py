@@ -16,13 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from nftkit.policies.shapes import ShapesPolicy
-from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
 from nftkit.results.store import ResultsStore
-from nftkit.shapes.prompts import VOCAB
+from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
 
 TINY_TRAIN = ["--steps", "1", "--quiet", "--set", "prompts_per_epoch=2", "--set", "group_size=2",
               "--set", "num_steps=2", "--set", "sample_batch_size=4", "--set", "train_batch_size=4",
@@ -164,12 +161,8 @@ def images(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(3)
-    config = ShapesModelConfig(vocab_size=len(VOCAB), channels=(8, 8, 8), text_dim=8,
-                               text_layers=1, heads=2, emb_dim=8)
-    path = tmp_path_factory.mktemp("bad-inputs-model")
-    ShapesPolicy(ShapesFlowModel(config)).save_pretrained(path)
-    return path
+    return write_tiny_shapes_model(tmp_path_factory.mktemp("bad-inputs-model"),
+                                   tiny_shapes_config(8), seed=3)
 
 
 # -- prompt files -----------------------------------------------------------------------------

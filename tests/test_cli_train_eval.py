@@ -6,14 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from nftkit.evaluators.shapes import ShapesEvaluator
-from nftkit.policies.shapes import ShapesPolicy
-from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
 from nftkit.results.store import ResultsStore
-from nftkit.shapes.prompts import VOCAB
 from tests.conftest import run_cli
+from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
 
 SMALL_NFT = ["--set", "prompts_per_epoch=2", "--set", "group_size=4", "--set", "num_steps=3",
              "--set", "sample_batch_size=8", "--set", "train_batch_size=8",
@@ -22,12 +19,8 @@ SMALL_NFT = ["--set", "prompts_per_epoch=2", "--set", "group_size=4", "--set", "
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1)
-    config = ShapesModelConfig(vocab_size=len(VOCAB), channels=(16, 16, 16), text_dim=16,
-                               text_layers=1, heads=2, emb_dim=16)
-    path = tmp_path_factory.mktemp("tiny-model")
-    ShapesPolicy(ShapesFlowModel(config)).save_pretrained(path)
-    return path
+    return write_tiny_shapes_model(tmp_path_factory.mktemp("tiny-model"),
+                                   tiny_shapes_config(16), seed=1)
 
 
 def test_eval_json_and_database_rows(tiny_model: Path, tmp_path: Path) -> None:

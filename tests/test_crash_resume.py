@@ -21,15 +21,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nftkit.policies.shapes import ShapesPolicy
-from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
 from nftkit.policies.tiny_sd3 import save_tiny_sd3
 from nftkit.results.store import ResultsStore
-from nftkit.shapes.prompts import VOCAB
 from nftkit.train import checkpoint as ckpt
 from nftkit.train.faults import FAULT_ENV
 from tests.conftest import run_cli
 from tests.sd3_helpers import TINY_NFT, write_prompts
+from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
 
 # 3 epochs of 8 samples, train batch 4: 2 optimizer steps per epoch, a checkpoint every epoch.
 SHAPES_NFT = ["--steps", "3", "--checkpoint-every", "1", "--quiet",
@@ -45,12 +43,8 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def shapes_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random shapes model (the preset's reward and prompts, a seconds-fast network)."""
-    torch.manual_seed(2)
-    config = ShapesModelConfig(vocab_size=len(VOCAB), channels=(16, 16, 16), text_dim=16,
-                               text_layers=1, heads=2, emb_dim=16)
-    path = tmp_path_factory.mktemp("crash-shapes")
-    ShapesPolicy(ShapesFlowModel(config)).save_pretrained(path)
-    return path
+    return write_tiny_shapes_model(tmp_path_factory.mktemp("crash-shapes"),
+                                   tiny_shapes_config(16), seed=2)
 
 
 def _shapes_args(model: Path, out: Path) -> list[str]:

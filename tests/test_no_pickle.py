@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from nftkit.policies.shapes import ShapesPolicy
-from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
-from nftkit.shapes.prompts import VOCAB
+from nftkit.policies.shapes_model import ShapesFlowModel
 from nftkit.train import checkpoint as ckpt
 from tests.conftest import REPO_ROOT
+from tests.shapes_helpers import tiny_shapes_config
 
 SCANNED = ("nftkit", "benchmarks", "examples")
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve"}
@@ -114,9 +114,7 @@ def test_the_scanner_accepts_safe_loading(source: str) -> None:
 
 
 def test_nftkit_writes_only_safetensors_and_json(tmp_path: Path) -> None:
-    config = ShapesModelConfig(vocab_size=len(VOCAB), channels=(8, 8, 8), text_dim=8,
-                               text_layers=1, heads=2, emb_dim=8)
-    ShapesPolicy(ShapesFlowModel(config)).save_pretrained(tmp_path / "model")
+    ShapesPolicy(ShapesFlowModel(tiny_shapes_config(8))).save_pretrained(tmp_path / "model")
     ckpt.save_checkpoint(tmp_path / "ckpt", 1, {"adapter": {"w": torch.ones(2)}},
                          {"trainer_state": {"epoch": 1}})
     written = [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -10,16 +10,12 @@ import torch
 from nftkit.policies.shapes import ShapesPolicy
 from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
 from nftkit.shapes.prompts import VOCAB
-
-
-def _small(**overrides: object) -> ShapesModelConfig:
-    return ShapesModelConfig(vocab_size=len(VOCAB), channels=(16, 16, 32), text_dim=32,
-                             text_layers=1, heads=2, emb_dim=32, **overrides)
+from tests.shapes_helpers import tiny_shapes_config
 
 
 def test_patch_model_maps_pixels_to_pixels_and_round_trips(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = ShapesFlowModel(_small(patch_size=2))
+    model = ShapesFlowModel(tiny_shapes_config(32, channels=(16, 16, 32), patch_size=2))
     assert model.conv_in.in_channels == 12 and model.conv_out.out_channels == 12
     torch.nn.init.normal_(model.conv_out.weight, std=0.02)
     policy = ShapesPolicy(model, autocast_dtype=None)
@@ -37,7 +33,7 @@ def test_patch_model_maps_pixels_to_pixels_and_round_trips(tmp_path: Path) -> No
 
 
 def test_configs_without_patch_size_load_as_pixel_level() -> None:
-    data = _small().to_dict()
+    data = tiny_shapes_config(32, channels=(16, 16, 32)).to_dict()
     del data["patch_size"]
     assert ShapesModelConfig.from_dict(data).patch_size == 1
 
