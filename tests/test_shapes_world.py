@@ -429,3 +429,20 @@ def test_components_match_a_plain_flood_fill() -> None:
 def test_relations_vocabulary_is_covered() -> None:
     assert set(RELATIONS) == {"left of", "right of", "above", "below"}
     assert len(SHAPES) == 3 and len(COLORS) == 6
+
+
+def test_shapes_suite_judges_every_task_on_equal_held_out_entries() -> None:
+    from nftkit.evaluators.shapes import ShapesEvaluator
+
+    specs = ShapesEvaluator(per_task=12).prompts()
+    train, held_out = split_prompts(seed=0)
+    train_prompts = {m["prompt"] for m in train}
+    by_task: dict[str, list[str]] = {}
+    for spec in specs:
+        by_task.setdefault(spec.metadata["tag"], []).append(spec.text)
+    assert {task: len(p) for task, p in by_task.items()} == {task: 12 for task in ALL_TASKS}
+    assert not train_prompts & {spec.text for spec in specs}
+    assert len({spec.id for spec in specs}) == len(specs)
+    held_single = [m["prompt"] for m in held_out if m["tag"] == "single_object"]
+    assert by_task["single_object"] == held_single * 12  # one held-out prompt, cycled
+    assert len(set(by_task["color_attr"])) == 12  # large tasks: 12 distinct prompts

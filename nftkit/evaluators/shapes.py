@@ -32,7 +32,13 @@ def task_summary(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[s
 
 
 class ShapesEvaluator(Evaluator):
-    """Held-out shapes prompts (up to ``per_task`` per task), 4 images each."""
+    """Held-out shapes prompts, ``per_task`` entries per task, 4 images each.
+
+    The grammar holds out very few prompts of the small tasks (one single-object prompt, two
+    two-object prompts), so a task with fewer held-out prompts than ``per_task`` lists them
+    cyclically: every task is judged on the same number of images (48 by default) with distinct
+    seeds, rather than single_object's accuracy resting on 4 images.
+    """
 
     name = "shapes"
     description = "GenEval rules on the CPU shapes world (held-out prompts)"
@@ -47,14 +53,16 @@ class ShapesEvaluator(Evaluator):
         self.split_seed = split_seed
 
     def prompts(self) -> list[PromptSpec]:
-        """Held-out prompts, at most ``per_task`` per task (a fixed, seeded subset)."""
+        """``per_task`` held-out entries per task: a fixed, seeded subset, cycled if short."""
         _, held_out = split_prompts(seed=self.split_seed)
         specs: list[PromptSpec] = []
         for k, task in enumerate(ALL_TASKS):
             pool = [m for m in held_out if m["tag"] == task]
             order = np.random.default_rng([self.split_seed, 7, k]).permutation(len(pool))
-            for i in sorted(order[: self.per_task].tolist()):
-                specs.append(PromptSpec(f"{len(specs):05d}", pool[i]["prompt"], pool[i]))
+            chosen = sorted(order[: self.per_task].tolist())
+            for j in range(self.per_task if chosen else 0):
+                meta = pool[chosen[j % len(chosen)]]
+                specs.append(PromptSpec(f"{len(specs):05d}", meta["prompt"], meta))
         return specs
 
     def score_samples(

@@ -36,13 +36,20 @@ from nftkit.shapes.scene import render, sample_scene
 
 
 def training_pairs(
-    rng: np.random.Generator, batch_size: int, p_correct: float, pool: dict[str, list[dict]]
+    rng: np.random.Generator,
+    batch_size: int,
+    p_correct: float,
+    pool: dict[str, list[dict]],
+    task_weights: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
-    """A batch of (image in [-1, 1], prompt): tasks uniform, prompts uniform within a task."""
+    """A batch of (image in [-1, 1], prompt): tasks drawn by ``task_weights`` (default uniform),
+    prompts uniform within a task."""
     images, prompts = [], []
     tasks = sorted(pool)
-    for _ in range(batch_size):
-        task = tasks[rng.integers(len(tasks))]
+    weights = np.array([(task_weights or {}).get(task, 1.0) for task in tasks], dtype=float)
+    if np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(f"task weights must be >= 0 with a positive sum, got {task_weights}")
+    for task in rng.choice(tasks, size=batch_size, p=weights / weights.sum()):
         meta = pool[task][rng.integers(len(pool[task]))]
         shown = meta if rng.random() < p_correct else perturb_metadata(meta, rng)
         images.append(render(sample_scene(shown, rng)))
@@ -70,6 +77,7 @@ def pretrain(
     schedule_steps: int | None = None,
     init: str | None = None,
     architecture: dict | None = None,
+    task_weights: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Train from scratch with the flow-matching loss and write an EMA checkpoint to ``output``.
 
@@ -77,6 +85,7 @@ def pretrain(
     ``steps``); stopping before its end keeps the weights of a longer run's intermediate step.
     ``init`` continues from a saved model (a directory or "shapes-base") instead of from scratch;
     ``architecture`` overrides ShapesModelConfig fields of a new model (e.g. patch_size, channels).
+    ``task_weights`` draws some tasks more often (e.g. {"position": 2.0}); unnamed tasks weigh 1.
     """
     horizon = schedule_steps or steps
     torch.manual_seed(seed)
@@ -99,7 +108,7 @@ def pretrain(
     pool = {task: all_prompts(task) for task in ALL_TASKS}
     start, running = time.time(), None
     for step in range(steps):
-        x0, prompts = training_pairs(rng, batch_size, p_correct, pool)
+        x0, prompts = training_pairs(rng, batch_size, p_correct, pool, task_weights)
         cond = policy.encode_prompts(prompts)
         t = torch.sigmoid(torch.randn(batch_size))  # logit-normal, as SD3
         eps = torch.randn_like(x0)
@@ -126,9 +135,25 @@ def pretrain(
             save_ema(config, ema, output)
     save_ema(config, ema, output)
     stats = {"steps": steps, "schedule_steps": horizon, "batch_size": batch_size, "lr": lr, "p_correct": p_correct,
-             "seed": seed, "init": init, "final_loss": float(running or 0.0), "seconds": time.time() - start}
+             "seed": seed, "init": init, "task_weights": task_weights, "final_loss": float(running or 0.0), "seconds": time.time() - start}
     (Path(output) / "training.json").write_text(json.dumps(stats, indent=2))
     return stats
+
+
+def parse_task_weights(text: str) -> dict[str, float]:
+    """'position=2,color_attr=2' -> {"position": 2.0, "color_attr": 2.0}; tasks are checked."""
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        task, sep, value = item.partition("=")
+        if not sep or task not in ALL_TASKS:
+            raise argparse.ArgumentTypeError(
+                f"bad task weight {item!r}: use TASK=WEIGHT with TASK in {', '.join(ALL_TASKS)}"
+            )
+        try:
+            weights[task] = float(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"weight of {task} is not a number: {value!r}") from exc
+    return weights
 
 
 def main() -> None:
@@ -149,6 +174,8 @@ def main() -> None:
                              "cheaper forward, use with --channels 64 96 128)")
     parser.add_argument("--channels", type=int, nargs="+", default=None,
                         help="new model only: U-Net channels per level")
+    parser.add_argument("--task-weights", default=None, type=parse_task_weights,
+                        help="draw tasks unevenly, e.g. 'position=2,color_attr=2' (others 1)")
     args = parser.parse_args()
     architecture = {k: v for k, v in (("patch_size", args.patch_size),
                                       ("channels", tuple(args.channels or ()) or None))
@@ -159,6 +186,7 @@ def main() -> None:
     stats = pretrain(
         args.output, args.steps, args.batch_size, args.lr, args.p_correct, args.seed,
         schedule_steps=args.schedule_steps, init=args.init, architecture=architecture,
+        task_weights=args.task_weights,
     )
     print(json.dumps(stats))
 

@@ -1,0 +1,59 @@
+"""The shapes-base pre-training script: its data mixture, task weights and output folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from nftkit.policies.shapes import ShapesPolicy
+from nftkit.policies.shapes_pretrain import parse_task_weights, pretrain, training_pairs
+from nftkit.shapes.judge import judge_image
+from nftkit.shapes.prompts import ALL_TASKS, all_prompts
+
+POOL = {task: all_prompts(task) for task in ALL_TASKS}
+BY_PROMPT = {meta["prompt"]: meta for metas in POOL.values() for meta in metas}
+
+
+def _verdicts(p_correct: float, n: int = 48) -> list[bool]:
+    pixels, prompts = training_pairs(np.random.default_rng(0), n, p_correct, POOL)
+    images = ((pixels.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).round().astype(np.uint8)
+    return [judge_image(BY_PROMPT[p], image).correct for p, image in zip(prompts, images, strict=True)]
+
+
+def test_p_correct_decides_whether_images_satisfy_their_prompts() -> None:
+    assert all(_verdicts(1.0))
+    assert not any(_verdicts(0.0))
+
+
+def test_task_weights_steer_the_task_mix() -> None:
+    rng = np.random.default_rng(1)
+    _, only_position = training_pairs(rng, 32, 1.0, POOL, {t: 0.0 for t in ALL_TASKS}
+                                      | {"position": 1.0})
+    assert {BY_PROMPT[p]["tag"] for p in only_position} == {"position"}
+    _, tilted = training_pairs(rng, 600, 1.0, POOL, {"color_attr": 5.0})
+    share = np.mean([BY_PROMPT[p]["tag"] == "color_attr" for p in tilted])
+    assert share == pytest.approx(0.5, abs=0.06)  # 5 / (5 + 5 x 1)
+    with pytest.raises(ValueError, match="positive sum"):
+        training_pairs(rng, 4, 1.0, POOL, {t: 0.0 for t in ALL_TASKS})
+
+
+def test_parse_task_weights_checks_names_and_numbers() -> None:
+    assert parse_task_weights("position=2, color_attr=1.5") == {"position": 2.0,
+                                                                "color_attr": 1.5}
+    with pytest.raises(argparse.ArgumentTypeError, match="single_object"):
+        parse_task_weights("postion=2")
+    with pytest.raises(argparse.ArgumentTypeError, match="not a number"):
+        parse_task_weights("position=two")
+
+
+def test_pretrain_writes_a_loadable_model_and_its_recipe(tmp_path) -> None:
+    stats = pretrain(tmp_path / "model", steps=2, batch_size=4, log_every=0, save_every=0,
+                     architecture={"channels": (8, 16, 16)}, task_weights={"position": 3.0})
+    policy = ShapesPolicy.from_pretrained(tmp_path / "model", autocast_dtype=None)
+    assert policy.model.config.channels == (8, 16, 16)
+    recorded = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert recorded["task_weights"] == {"position": 3.0} == stats["task_weights"]
+    assert np.isfinite(recorded["final_loss"]) and recorded["final_loss"] > 0
