@@ -57,3 +57,31 @@ def test_pretrain_writes_a_loadable_model_and_its_recipe(tmp_path) -> None:
     recorded = json.loads((tmp_path / "model" / "training.json").read_text())
     assert recorded["task_weights"] == {"position": 3.0} == stats["task_weights"]
     assert np.isfinite(recorded["final_loss"]) and recorded["final_loss"] > 0
+
+
+def test_grow_adds_text_attention_without_changing_the_output(tmp_path) -> None:
+    import torch
+
+    from nftkit.policies.shapes_model import ShapesFlowModel
+    from nftkit.policies.shapes_pretrain import grow
+    from tests.shapes_helpers import tiny_shapes_config
+
+    torch.manual_seed(0)
+    model = ShapesFlowModel(tiny_shapes_config(16))
+    torch.nn.init.normal_(model.conv_out.weight, std=0.05)
+    small = ShapesPolicy(model, autocast_dtype=None)
+    grown = grow(small, {"text_attention": True})
+    assert len(grown.model.down_text) == len(grown.model.up_text) == 3
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([0.3, 0.8])
+    cond = small.encode_prompts(["a photo of a red circle", "a photo of a blue square"])
+    with torch.no_grad():
+        assert torch.allclose(grown.velocity(x, t, cond, None), small.velocity(x, t, cond, None),
+                              atol=1e-6)
+        torch.nn.init.normal_(grown.model.up_text[-1].to_out.weight, std=0.05)
+        assert not torch.allclose(grown.velocity(x, t, cond, None),
+                                  small.velocity(x, t, cond, None), atol=1e-4)
+    grown.save_pretrained(tmp_path / "grown", dtype=torch.float32)
+    loaded = ShapesPolicy.from_pretrained(tmp_path / "grown", autocast_dtype=None)
+    assert loaded.model.config.text_attention
+    with pytest.raises(ValueError, match="text_attention"):
+        grow(small, {"channels": (8, 8, 8)})

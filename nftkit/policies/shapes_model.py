@@ -33,6 +33,10 @@ class ShapesModelConfig:
     heads: int = 4
     emb_dim: int = 128
     patch_size: int = 1  # pixels per side folded into channels before the first conv
+    # A text cross-attention after every down and up block (all resolutions), so
+    # that colors and classes reach each object directly; zero-initialised, so that a model
+    # grown from one without them starts out identical (shapes_pretrain --init ... --text-attention)
+    text_attention: bool = False
 
     def to_dict(self) -> dict:
         """JSON-friendly dict."""
@@ -42,10 +46,11 @@ class ShapesModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ShapesModelConfig:
-        """Inverse of to_dict."""
+        """Inverse of to_dict (fields added later take their defaults)."""
         data = dict(data)
         data["channels"] = tuple(data["channels"])
         return cls(**data)
+
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -107,6 +112,36 @@ class CrossAttention(nn.Module):
         return x + self.to_out(out).transpose(1, 2).view(b, c, h, w)
 
 
+class TextAttention(nn.Module):
+    """Image tokens attend to the text tokens only (cheap at any resolution); pre-norm, residual,
+    output projection zero-initialised."""
+
+    def __init__(self, channels: int, text_dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(8, channels)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(text_dim, channels)
+        self.to_v = nn.Linear(text_dim, channels)
+        self.to_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
+
+        def split(z: torch.Tensor) -> torch.Tensor:
+            return z.view(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(
+            split(self.to_q(tokens)), split(self.to_k(text)), split(self.to_v(text)),
+            attn_mask=text_mask.bool()[:, None, None, :],
+        )
+        out = out.transpose(1, 2).reshape(b, h * w, c)
+        return x + self.to_out(out).transpose(1, 2).reshape(b, c, h, w)
+
+
 class TextEncoder(nn.Module):
     """Token + position embeddings and a small transformer encoder."""
 
@@ -163,6 +198,13 @@ class ShapesFlowModel(nn.Module):
             if i > 0:
                 self.upsample.append(nn.Conv2d(current, current, 3, padding=1))
         self.up_attn = CrossAttention(ch[1], config.text_dim, config.heads)
+        if config.text_attention:
+            self.down_text = nn.ModuleList(
+                TextAttention(c, config.text_dim, config.heads) for c in ch
+            )
+            self.up_text = nn.ModuleList(
+                TextAttention(c, config.text_dim, config.heads) for c in reversed(ch)
+            )
         self.norm_out = nn.GroupNorm(8, ch[0])
         self.conv_out = nn.Conv2d(ch[0], pixels_in, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
@@ -180,6 +222,8 @@ class ShapesFlowModel(nn.Module):
         skips = []
         for i, block in enumerate(self.down):
             h = block(h, emb)
+            if self.config.text_attention:
+                h = self.down_text[i](h, text, mask)
             skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
@@ -190,6 +234,8 @@ class ShapesFlowModel(nn.Module):
         for j, block in enumerate(self.up):
             level = n_levels - 1 - j
             h = block(torch.cat([h, skips[level]], dim=1), emb)
+            if self.config.text_attention:
+                h = self.up_text[j](h, text, mask)
             if level == 1:
                 h = self.up_attn(h, text, mask)
             if j < len(self.upsample):
