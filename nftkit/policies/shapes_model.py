@@ -4,10 +4,11 @@ Text: word tokens (the shapes grammar is closed, so a word-level vocabulary is e
 with learned position embeddings, passed through a small transformer encoder and kept per token
 for cross-attention, plus a pooled vector for FiLM conditioning. Image: a three-level U-Net
 (32, 16, 8) with FiLM residual blocks and cross-attention to the text tokens at the two lowest
-resolutions. ``patch_size=2`` folds 2x2 pixel patches into channels first (pixel-unshuffle,
-12 x 16 x 16) and unfolds the output again: a forward pass with channels (64, 96, 128) is then
-about 2.3x cheaper on CPU than the pixel-level default. It predicts
-the flow-matching velocity v = eps - x0 for x_t = (1 - t) x0 + t eps.
+resolutions; with ``text_attention`` (the shipped base) also a text-only cross-attention after
+every down and up block, at all three resolutions. ``patch_size=2`` folds 2x2 pixel patches
+into channels first (pixel-unshuffle, 12 x 16 x 16) and unfolds the output again: a forward pass
+with channels (64, 96, 128) is then about 2.3x cheaper on CPU than the pixel-level default. It
+predicts the flow-matching velocity v = eps - x0 for x_t = (1 - t) x0 + t eps.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ class ShapesModelConfig:
     heads: int = 4
     emb_dim: int = 128
     patch_size: int = 1  # pixels per side folded into channels before the first conv
-    # A text cross-attention after every down and up block (all resolutions), so
-    # that colors and classes reach each object directly; zero-initialised, so that a model
-    # grown from one without them starts out identical (shapes_pretrain --init ... --text-attention)
+    # A text cross-attention after every down and up block (all resolutions), so that colors and
+    # classes reach each object directly; zero-initialised, so that a model grown from one
+    # without them starts out identical (shapes_pretrain --init ... --text-attention)
     text_attention: bool = False
 
     def to_dict(self) -> dict:
@@ -50,7 +51,6 @@ class ShapesModelConfig:
         data = dict(data)
         data["channels"] = tuple(data["channels"])
         return cls(**data)
-
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

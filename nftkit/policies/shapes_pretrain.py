@@ -19,8 +19,8 @@ made the earlier releases' base: crisp shapes, but colors bound to the wrong obj
 swapped in two-object scenes (color_attr 0.04, position 0.10). Stage 3 draws the multi-object
 tasks more often; stage 4 adds a zero-initialised text cross-attention after every U-Net block
 (``grow``: the model starts out computing exactly what stage 3 did) and trains it. The result
-scores about 0.27 on the held-out suite (color_attr 0.10), and the `shapes` NFT preset lifts it
-further and faster than from the stage-2 weights (0.58 against 0.35-0.48 at equal epochs).
+scores 0.27 on the held-out suite (color_attr 0.10); the `shapes` NFT preset lifts it to 0.58 in
+its 30 epochs (`make demo`), where the stage-2 weights reached 0.48.
 About 25 + 20 + 25 + 25 minutes on 2 CPU cores; ``nftkit/assets/shapes-base/training.json``
 records every stage.
 """

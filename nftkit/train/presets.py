@@ -61,9 +61,9 @@ PRESETS: dict[str, Preset] = {
         prompts="shapes-train",
         eval_suite="shapes",
         description="CPU shapes world: GenEval partial reward, held-out shapes suite",
-        # Sized for `make demo` (<= 15 min on 2 CPU cores in float32): 30 epochs of 16 prompts
-        # x 8 images, 3 of the 10 sampler timesteps trained per image, 8 optimizer steps per
-        # epoch. beta 0.3 (between the paper's 1.0 and 0.1) learned fastest per epoch here.
+        # Sized for `make demo` (13 min on 2 CPU cores with bf16, ~20 without): 30 epochs of 16
+        # prompts x 8 images, 3 of the 10 sampler timesteps trained per image, 8 optimizer steps
+        # per epoch. beta 0.3 (between the paper's 1.0 and 0.1) learned fastest per epoch here.
         config={
             "epochs": 30,
             "prompts_per_epoch": 16,
