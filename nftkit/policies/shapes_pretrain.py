@@ -21,7 +21,7 @@ tasks more often; stage 4 adds a zero-initialised text cross-attention after eve
 (``grow``: the model starts out computing exactly what stage 3 did) and trains it. The result
 scores 0.27 on the held-out suite (color_attr 0.10); the `shapes` NFT preset lifts it to 0.58 in
 its 30 epochs (`make demo`), where the stage-2 weights reached 0.48.
-About 25 + 20 + 25 + 25 minutes on 2 CPU cores; ``nftkit/assets/shapes-base/training.json``
+About 20 + 16 + 25 + 25 minutes on 2 CPU cores; ``nftkit/assets/shapes-base/training.json``
 records every stage.
 """
 
@@ -120,7 +120,8 @@ def pretrain(
     ``schedule_steps`` is the length of the warmup + cosine learning-rate schedule (default
     ``steps``); stopping before its end keeps the weights of a longer run's intermediate step.
     ``init`` continues from a saved model (a directory or "shapes-base") instead of from scratch;
-    ``architecture`` overrides ShapesModelConfig fields of a new model (e.g. patch_size, channels).
+    ``architecture`` overrides ShapesModelConfig fields of a new model (e.g. patch_size, channels);
+    with ``init`` it may only add layers (``GROWABLE``: text_attention), see ``grow``.
     ``task_weights`` draws some tasks more often (e.g. {"position": 2.0}); unnamed tasks weigh 1.
     """
     horizon = schedule_steps or steps
@@ -173,8 +174,9 @@ def pretrain(
         if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
             save_ema(config, ema, output)
     save_ema(config, ema, output)
-    stats = {"steps": steps, "schedule_steps": horizon, "batch_size": batch_size, "lr": lr, "p_correct": p_correct,
-             "seed": seed, "init": init, "task_weights": task_weights, "final_loss": float(running or 0.0), "seconds": time.time() - start}
+    stats = {"steps": steps, "schedule_steps": horizon, "batch_size": batch_size, "lr": lr,
+             "p_correct": p_correct, "seed": seed, "init": init, "task_weights": task_weights,
+             "final_loss": float(running or 0.0), "seconds": time.time() - start}
     (Path(output) / "training.json").write_text(json.dumps(stats, indent=2))
     return stats
 
