@@ -43,7 +43,7 @@ def test_task_weights_steer_the_task_mix() -> None:
 def test_parse_task_weights_checks_names_and_numbers() -> None:
     assert parse_task_weights("position=2, color_attr=1.5") == {"position": 2.0,
                                                                 "color_attr": 1.5}
-    with pytest.raises(argparse.ArgumentTypeError, match="single_object"):
+    with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'position'"):
         parse_task_weights("postion=2")
     with pytest.raises(argparse.ArgumentTypeError, match="not a number"):
         parse_task_weights("position=two")

@@ -28,6 +28,7 @@ records every stage.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import time
@@ -187,8 +188,11 @@ def parse_task_weights(text: str) -> dict[str, float]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         task, sep, value = item.partition("=")
         if not sep or task not in ALL_TASKS:
+            close = difflib.get_close_matches(task, ALL_TASKS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise argparse.ArgumentTypeError(
-                f"bad task weight {item!r}: use TASK=WEIGHT with TASK in {', '.join(ALL_TASKS)}"
+                f"bad task weight {item!r}{hint}: use TASK=WEIGHT with TASK in "
+                f"{', '.join(ALL_TASKS)}"
             )
         try:
             weights[task] = float(value)
