@@ -82,62 +82,41 @@ class FiLMResBlock(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """Image tokens attend to text tokens (and to each other), pre-norm, residual."""
+    """Image tokens attend to the text tokens and, with ``self_attention``, to each other too;
+    pre-norm, residual. Text-only attention stays cheap at any resolution. ``zero_init`` starts
+    the output projection at zero, for layers added to a trained model."""
 
-    def __init__(self, channels: int, text_dim: int, heads: int) -> None:
+    def __init__(
+        self, channels: int, text_dim: int, heads: int, self_attention: bool = True,
+        zero_init: bool = False,
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.norm = nn.GroupNorm(8, channels)
         self.to_q = nn.Linear(channels, channels)
         self.to_k = nn.Linear(text_dim, channels)
         self.to_v = nn.Linear(text_dim, channels)
-        self.self_k = nn.Linear(channels, channels)
-        self.self_v = nn.Linear(channels, channels)
+        self.self_k = nn.Linear(channels, channels) if self_attention else None
+        self.self_v = nn.Linear(channels, channels) if self_attention else None
         self.to_out = nn.Linear(channels, channels)
+        if zero_init:
+            nn.init.zeros_(self.to_out.weight)
+            nn.init.zeros_(self.to_out.bias)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
-        q = self.to_q(tokens)
-        k = torch.cat([self.to_k(text), self.self_k(tokens)], dim=1)
-        v = torch.cat([self.to_v(text), self.self_v(tokens)], dim=1)
-        keep = torch.cat([text_mask, text_mask.new_ones(b, h * w)], dim=1)
+        q, k, v, keep = self.to_q(tokens), self.to_k(text), self.to_v(text), text_mask
+        if self.self_k is not None and self.self_v is not None:
+            k = torch.cat([k, self.self_k(tokens)], dim=1)
+            v = torch.cat([v, self.self_v(tokens)], dim=1)
+            keep = torch.cat([keep, text_mask.new_ones(b, h * w)], dim=1)
 
         def split(z: torch.Tensor) -> torch.Tensor:
             return z.view(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2)
 
         attn_mask = keep[:, None, None, :].bool()
         out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=attn_mask)
-        out = out.transpose(1, 2).reshape(b, h * w, c)
-        return x + self.to_out(out).transpose(1, 2).view(b, c, h, w)
-
-
-class TextAttention(nn.Module):
-    """Image tokens attend to the text tokens only (cheap at any resolution); pre-norm, residual,
-    output projection zero-initialised."""
-
-    def __init__(self, channels: int, text_dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm = nn.GroupNorm(8, channels)
-        self.to_q = nn.Linear(channels, channels)
-        self.to_k = nn.Linear(text_dim, channels)
-        self.to_v = nn.Linear(text_dim, channels)
-        self.to_out = nn.Linear(channels, channels)
-        nn.init.zeros_(self.to_out.weight)
-        nn.init.zeros_(self.to_out.bias)
-
-    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        tokens = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
-
-        def split(z: torch.Tensor) -> torch.Tensor:
-            return z.view(b, z.shape[1], self.heads, c // self.heads).transpose(1, 2)
-
-        out = F.scaled_dot_product_attention(
-            split(self.to_q(tokens)), split(self.to_k(text)), split(self.to_v(text)),
-            attn_mask=text_mask.bool()[:, None, None, :],
-        )
         out = out.transpose(1, 2).reshape(b, h * w, c)
         return x + self.to_out(out).transpose(1, 2).reshape(b, c, h, w)
 
@@ -200,10 +179,14 @@ class ShapesFlowModel(nn.Module):
         self.up_attn = CrossAttention(ch[1], config.text_dim, config.heads)
         if config.text_attention:
             self.down_text = nn.ModuleList(
-                TextAttention(c, config.text_dim, config.heads) for c in ch
+                CrossAttention(c, config.text_dim, config.heads, self_attention=False,
+                               zero_init=True)
+                for c in ch
             )
             self.up_text = nn.ModuleList(
-                TextAttention(c, config.text_dim, config.heads) for c in reversed(ch)
+                CrossAttention(c, config.text_dim, config.heads, self_attention=False,
+                               zero_init=True)
+                for c in reversed(ch)
             )
         self.norm_out = nn.GroupNorm(8, ch[0])
         self.conv_out = nn.Conv2d(ch[0], pixels_in, 3, padding=1)

@@ -130,10 +130,9 @@ def pretrain(
     rng = np.random.default_rng(seed)
     if init is not None:
         policy = ShapesPolicy.from_pretrained(init, autocast_dtype="auto")
-        config = policy.model.config
         if architecture:
             policy = grow(policy, architecture)
-            config = policy.model.config
+        config = policy.model.config
     else:
         config = ShapesModelConfig(vocab_size=len(VOCAB), **(architecture or {}))
         policy = ShapesPolicy(ShapesFlowModel(config))
