@@ -14,8 +14,8 @@ machinery of ``nftkit.train.trainer_base``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,41 +29,21 @@ from nftkit.train.sampling import flow_sde_step, sde_trajectory
 from nftkit.train.trainer_base import (
     AdapterTrainer,
     EpochBatch,
-    config_from_dict,
+    TrainerConfig,
     mix_seed,
 )
 
 
 @dataclass
-class GRPOConfig:
+class GRPOConfig(TrainerConfig):
     """Hyper-parameters of FlowGRPO (defaults: the reference GenEval settings, REFERENCE.md 2)."""
 
-    epochs: int = 100
-    prompts_per_epoch: int = 48
-    group_size: int = 24
-    num_steps: int = 10
-    shift: float = 1.0
+    label: ClassVar[str] = "GRPO"
+
     noise_level: float = 0.7
     sde_window: int | None = None
-    sample_batch_size: int = 9
-    train_batch_size: int = 9
-    grad_accum: int = 1
-    timestep_fraction: float = 0.99
     clip_range: float = 1e-4
-    adv_clip: float = 5.0
-    std_mode: str = "global"
     kl_beta: float = 0.04
-    lr: float = 3e-4
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-4
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0
-    lora_rank: int = 32
-    lora_alpha: int = 64
-    lora_init: str = "gaussian"
-    seed: int = 0
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
         """Reject settings that cannot train, with the fix in the message."""
@@ -84,15 +64,6 @@ class GRPOConfig:
     def trained_steps(self) -> int:
         """How many of the first sampler steps are trainable: int(fraction * num_steps)."""
         return int(self.timestep_fraction * self.num_steps)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GRPOConfig:
-        """Build from a dict, rejecting unknown keys with the valid ones listed."""
-        return config_from_dict(cls, data, "GRPO")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict."""
-        return asdict(self)
 
 
 @dataclass(kw_only=True)

@@ -14,8 +14,8 @@ and the trained adapter's gradients are averaged through DDP; only the main proc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
@@ -32,6 +32,7 @@ from nftkit.train.trainer_base import (  # noqa: F401  (re-exported: the public 
     AdapterTrainer,
     EpochBatch,
     PromptItem,
+    TrainerConfig,
     config_from_dict,
     write_history,
 )
@@ -39,40 +40,20 @@ from nftkit.train.trainer_base import mix_seed as _seed
 
 
 @dataclass
-class NFTConfig:
+class NFTConfig(TrainerConfig):
     """Hyper-parameters of DiffusionNFT (defaults: the reference SD3.5-M settings)."""
 
-    epochs: int = 100
-    prompts_per_epoch: int = 48
-    group_size: int = 24
-    num_steps: int = 10
+    label: ClassVar[str] = "NFT"
+
     solver: str = "dpm2"
-    shift: float = 1.0
-    sample_batch_size: int = 9
-    train_batch_size: int = 9
-    grad_accum: int = 1
-    timestep_fraction: float = 0.99
     max_train_timesteps: int | None = None
     # Draw the trained timesteps from the first N sampler steps only (the highest noise levels,
     # where composition is decided), as FlowGRPO's timestep_fraction does; None: all steps.
     high_noise_steps: int | None = None
     beta: float = 1.0
-    adv_clip: float = 5.0
-    std_mode: str = "global"
     ref_weight: float = 1e-4
     weighting: str = "adaptive"
-    lr: float = 3e-4
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-4
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0
     eta_schedule: str = "default"
-    lora_rank: int = 32
-    lora_alpha: int = 64
-    lora_init: str = "gaussian"
-    seed: int = 0
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
         """Reject a timestep window that the sampler does not have."""
@@ -81,15 +62,6 @@ class NFTConfig:
             raise UsageError(
                 f"high_noise_steps={window} must be between 1 and num_steps={self.num_steps}"
             )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NFTConfig:
-        """Build from a dict, rejecting unknown keys with the valid ones listed."""
-        return config_from_dict(cls, data, "NFT")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict."""
-        return asdict(self)
 
 
 class NFTTrainer(AdapterTrainer):

@@ -14,9 +14,9 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -36,28 +36,46 @@ MODEL_INFO_FILE = "nftkit_model.json"
 _C = TypeVar("_C")
 
 
-class TrainerConfig(Protocol):
-    """The options every trainer config carries (NFTConfig, GRPOConfig)."""
+@dataclass
+class TrainerConfig:
+    """The options every trainer config carries; NFTConfig and GRPOConfig add their own.
 
-    epochs: int
-    prompts_per_epoch: int
-    group_size: int
-    num_steps: int
-    shift: float
-    sample_batch_size: int
-    lr: float
-    adam_betas: tuple[float, float]
-    weight_decay: float
-    adam_eps: float
-    lora_rank: int
-    lora_alpha: int
-    lora_init: str
-    seed: int
-    keep_checkpoints: int
+    Defaults are the DiffusionNFT / FlowGRPO reference settings for SD3.5-M (REFERENCE.md).
+    """
+
+    label: ClassVar[str] = "trainer"  # names the algorithm in error messages
+
+    epochs: int = 100
+    prompts_per_epoch: int = 48
+    group_size: int = 24
+    num_steps: int = 10
+    shift: float = 1.0
+    sample_batch_size: int = 9
+    train_batch_size: int = 9
+    grad_accum: int = 1
+    timestep_fraction: float = 0.99
+    adv_clip: float = 5.0
+    std_mode: str = "global"
+    lr: float = 3e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    lora_rank: int = 32
+    lora_alpha: int = 64
+    lora_init: str = "gaussian"
+    seed: int = 0
+    checkpoint_every: int = 10
+    keep_checkpoints: int = 2
+
+    @classmethod
+    def from_dict(cls: type[_C], data: dict[str, Any]) -> _C:
+        """Build from a dict, rejecting unknown keys with the valid ones listed."""
+        return config_from_dict(cls, data, cls.label)  # type: ignore[attr-defined]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""
-        ...
+        return asdict(self)
 
 
 @dataclass
