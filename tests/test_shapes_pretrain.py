@@ -59,7 +59,23 @@ def test_pretrain_writes_a_loadable_model_and_its_recipe(tmp_path) -> None:
     assert np.isfinite(recorded["final_loss"]) and recorded["final_loss"] > 0
 
 
-def test_grow_adds_text_attention_without_changing_the_output(tmp_path) -> None:
+def _wake_text_attention(model) -> None:
+    import torch
+
+    torch.nn.init.normal_(model.up_text[-1].to_out.weight, std=0.05)
+
+
+def _wake_coordinates(model) -> None:
+    import torch
+
+    torch.nn.init.normal_(model.conv_in.weight[:, 3:], std=0.2)
+
+
+@pytest.mark.parametrize(
+    ("change", "wake"), [("text_attention", _wake_text_attention),
+                         ("coordinates", _wake_coordinates)]
+)
+def test_grow_adds_layers_without_changing_the_output(tmp_path, change, wake) -> None:
     import torch
 
     from nftkit.policies.shapes_model import ShapesFlowModel
@@ -70,18 +86,59 @@ def test_grow_adds_text_attention_without_changing_the_output(tmp_path) -> None:
     model = ShapesFlowModel(tiny_shapes_config(16))
     torch.nn.init.normal_(model.conv_out.weight, std=0.05)
     small = ShapesPolicy(model, autocast_dtype=None)
-    grown = grow(small, {"text_attention": True})
-    assert len(grown.model.down_text) == len(grown.model.up_text) == 3
+    grown = grow(small, {change: True})
+    assert getattr(grown.model.config, change) and not getattr(small.model.config, change)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([0.3, 0.8])
     cond = small.encode_prompts(["a photo of a red circle", "a photo of a blue square"])
     with torch.no_grad():
         assert torch.allclose(grown.velocity(x, t, cond, None), small.velocity(x, t, cond, None),
                               atol=1e-6)
-        torch.nn.init.normal_(grown.model.up_text[-1].to_out.weight, std=0.05)
+        wake(grown.model)  # the new weights, once trained, do change the output
         assert not torch.allclose(grown.velocity(x, t, cond, None),
                                   small.velocity(x, t, cond, None), atol=1e-4)
     grown.save_pretrained(tmp_path / "grown", dtype=torch.float32)
     loaded = ShapesPolicy.from_pretrained(tmp_path / "grown", autocast_dtype=None)
-    assert loaded.model.config.text_attention
+    assert getattr(loaded.model.config, change)
+    with torch.no_grad():
+        assert torch.allclose(loaded.velocity(x, t, cond, None), grown.velocity(x, t, cond, None),
+                              atol=1e-6)
     with pytest.raises(ValueError, match="text_attention"):
         grow(small, {"channels": (8, 8, 8)})
+
+
+def test_coordinate_channels_run_left_to_right_and_top_to_bottom() -> None:
+    import torch
+
+    from nftkit.policies.shapes_model import coordinate_channels
+
+    grid = coordinate_channels(torch.zeros(2, 3, 4, 5))
+    assert grid.shape == (2, 2, 4, 5)
+    assert torch.equal(grid[0, 0, 0], torch.linspace(-1, 1, 5))  # x grows to the right
+    assert torch.equal(grid[1, 1, :, 0], torch.linspace(-1, 1, 4))  # y grows downwards
+
+
+def test_grow_position_scale_acts_as_scaled_position_embeddings() -> None:
+    import copy
+
+    import torch
+
+    from nftkit.policies.shapes_model import ShapesFlowModel
+    from nftkit.policies.shapes_pretrain import grow
+    from tests.shapes_helpers import tiny_shapes_config
+
+    torch.manual_seed(0)
+    model = ShapesFlowModel(tiny_shapes_config(16))
+    torch.nn.init.normal_(model.conv_out.weight, std=0.05)
+    small = ShapesPolicy(model, autocast_dtype=None)
+    grown = grow(small, {"position_scale": 40.0})
+    scaled = ShapesPolicy(copy.deepcopy(model), autocast_dtype=None)
+    with torch.no_grad():
+        scaled.model.text.positions.mul_(40.0)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([0.3, 0.8])
+    cond = small.encode_prompts(["a photo of a red circle and a blue square",
+                                 "a photo of a blue circle and a red square"])
+    with torch.no_grad():
+        assert torch.allclose(grown.velocity(x, t, cond, None), scaled.velocity(x, t, cond, None),
+                              atol=1e-5)
+        assert not torch.allclose(grown.velocity(x, t, cond, None),
+                                  small.velocity(x, t, cond, None), atol=1e-4)

@@ -223,6 +223,27 @@ def test_sample_scene_satisfies_metadata(task: str) -> None:
                 assert relations(a.box, b.box) == {relation}
 
 
+@pytest.mark.parametrize("task", ["two_object", "color_attr"])
+def test_sample_scene_reading_order_puts_clauses_left_to_right(task: str) -> None:
+    rng = np.random.default_rng(11)
+    for meta in all_prompts(task)[:20]:
+        scene = sample_scene(meta, rng, reading_order=True)
+        first, second = scene.objects  # one object per clause, in clause (= prompt) order
+        assert first.shape == meta["include"][0]["class"]
+        assert first.box[2] <= 16 <= second.box[0]  # left half, then right half
+        for obj, clause in zip(scene.objects, meta["include"], strict=True):
+            assert obj.shape == clause["class"] and obj.color == clause.get("color", obj.color)
+
+
+def test_sample_scene_reading_order_leaves_single_clauses_and_positions_alone() -> None:
+    position = all_prompts("position")[0]  # "left of": a relation decides the layout
+    counting = all_prompts("counting")[5]
+    for meta in (position, counting):
+        a = sample_scene(meta, np.random.default_rng(2))
+        b = sample_scene(meta, np.random.default_rng(2), reading_order=True)
+        assert a == b
+
+
 def test_sample_scene_is_deterministic_and_varied() -> None:
     meta = all_prompts("counting")[2]
     a = sample_scene(meta, np.random.default_rng(3))

@@ -51,9 +51,11 @@ def training_pairs(
     p_correct: float,
     pool: dict[str, list[dict]],
     task_weights: dict[str, float] | None = None,
+    reading_order: bool = False,
 ) -> tuple[torch.Tensor, list[str]]:
     """A batch of (image in [-1, 1], prompt): tasks drawn by ``task_weights`` (default uniform),
-    prompts uniform within a task."""
+    prompts uniform within a task; ``reading_order`` lays two-clause scenes out left to right in
+    prompt order (see ``sample_scene``)."""
     images, prompts = [], []
     tasks = sorted(pool)
     drawn = None  # without weights, one uniform draw per image (the shipped stages 1-2 did so)
@@ -66,20 +68,22 @@ def training_pairs(
         task = tasks[rng.integers(len(tasks))] if drawn is None else drawn[k]
         meta = pool[task][rng.integers(len(pool[task]))]
         shown = meta if rng.random() < p_correct else perturb_metadata(meta, rng)
-        images.append(render(sample_scene(shown, rng)))
+        images.append(render(sample_scene(shown, rng, reading_order=reading_order)))
         prompts.append(meta["prompt"])
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return pixels, prompts
 
 
-GROWABLE = ("text_attention",)
-"""Architecture fields that ``--init`` may switch on: they add zero-initialised layers only."""
+GROWABLE = ("text_attention", "coordinates", "position_scale")
+"""Architecture fields that ``--init`` may change: text_attention and coordinates add
+zero-initialised weights only; position_scale rescales the text position embeddings."""
 
 
 def grow(policy: ShapesPolicy, changes: dict) -> ShapesPolicy:
-    """A copy of ``policy`` with new layers added (e.g. text_attention), old weights kept.
+    """A copy of ``policy`` with ``GROWABLE`` fields changed, old weights kept.
 
-    The added layers start at zero output, so the grown model computes what the old one did.
+    Added layers and input channels start at zero weight, so they leave the output unchanged;
+    a new position_scale does change it (word order weighs more), and training adapts to it.
     """
     refused = sorted(set(changes) - set(GROWABLE))
     if refused:
@@ -89,7 +93,12 @@ def grow(policy: ShapesPolicy, changes: dict) -> ShapesPolicy:
         )
     config = replace(policy.model.config, **changes)
     model = ShapesFlowModel(config)
-    missing, unexpected = model.load_state_dict(policy.model.state_dict(), strict=False)
+    state = dict(policy.model.state_dict())
+    if changes.get("coordinates") and not policy.model.config.coordinates:
+        # conv_in gains two input channels (x, y): zero weights keep the old function
+        old = state["conv_in.weight"]
+        state["conv_in.weight"] = torch.cat([old, old.new_zeros(old.shape[0], 2, *old.shape[2:])], 1)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith(("down_text.", "up_text.")) for k in missing):
         raise ValueError(f"cannot grow the model: missing {missing}, unexpected {unexpected}")
     return ShapesPolicy(model, autocast_dtype=policy.autocast_dtype)
@@ -115,6 +124,7 @@ def pretrain(
     init: str | None = None,
     architecture: dict | None = None,
     task_weights: dict[str, float] | None = None,
+    reading_order: bool = False,
 ) -> dict[str, float]:
     """Train from scratch with the flow-matching loss and write an EMA checkpoint to ``output``.
 
@@ -122,8 +132,9 @@ def pretrain(
     ``steps``); stopping before its end keeps the weights of a longer run's intermediate step.
     ``init`` continues from a saved model (a directory or "shapes-base") instead of from scratch;
     ``architecture`` overrides ShapesModelConfig fields of a new model (e.g. patch_size, channels);
-    with ``init`` it may only add layers (``GROWABLE``: text_attention), see ``grow``.
+    with ``init`` it may only change the ``GROWABLE`` fields, see ``grow``.
     ``task_weights`` draws some tasks more often (e.g. {"position": 2.0}); unnamed tasks weigh 1.
+    ``reading_order`` lays two-clause scenes out in prompt order (``sample_scene``).
     """
     horizon = schedule_steps or steps
     torch.manual_seed(seed)
@@ -148,7 +159,9 @@ def pretrain(
     pool = {task: all_prompts(task) for task in ALL_TASKS}
     start, running = time.time(), None
     for step in range(steps):
-        x0, prompts = training_pairs(rng, batch_size, p_correct, pool, task_weights)
+        x0, prompts = training_pairs(
+            rng, batch_size, p_correct, pool, task_weights, reading_order
+        )
         cond = policy.encode_prompts(prompts)
         t = torch.sigmoid(torch.randn(batch_size))  # logit-normal, as SD3
         eps = torch.randn_like(x0)
@@ -175,7 +188,7 @@ def pretrain(
             save_ema(config, ema, output)
     save_ema(config, ema, output)
     stats = {"steps": steps, "schedule_steps": horizon, "batch_size": batch_size, "lr": lr,
-             "p_correct": p_correct, "seed": seed, "init": init, "task_weights": task_weights,
+             "p_correct": p_correct, "seed": seed, "init": init, "task_weights": task_weights, "reading_order": reading_order,
              "final_loss": float(running or 0.0), "seconds": time.time() - start}
     (Path(output) / "training.json").write_text(json.dumps(stats, indent=2))
     return stats
@@ -223,20 +236,32 @@ def main() -> None:
                              "added to the loaded model, zero-initialised)")
     parser.add_argument("--task-weights", default=None, type=parse_task_weights,
                         help="draw tasks unevenly, e.g. 'position=2,color_attr=2' (others 1)")
+    parser.add_argument("--coordinates", action="store_true",
+                        help="U-Net: x/y coordinate input channels (with --init: added, zero "
+                             "weights)")
+    parser.add_argument("--position-scale", type=float, default=None,
+                        help="multiply the text position embeddings (40: word order on the "
+                             "scale of word identity)")
+    parser.add_argument("--reading-order", action="store_true",
+                        help="lay two-clause scenes out left to right in prompt order")
     args = parser.parse_args()
     architecture = {k: v for k, v in (("patch_size", args.patch_size),
                                       ("channels", tuple(args.channels or ()) or None))
                     if v is not None}
     if args.text_attention:
         architecture["text_attention"] = True
+    if args.coordinates:
+        architecture["coordinates"] = True
+    if args.position_scale is not None:
+        architecture["position_scale"] = args.position_scale
     if args.init and set(architecture) - set(GROWABLE):
         parser.error("--patch-size/--channels describe a new model; they cannot change "
-                     "--init's (only --text-attention can be added)")
+                     "--init's (only --text-attention, --coordinates and --position-scale)")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     stats = pretrain(
         args.output, args.steps, args.batch_size, args.lr, args.p_correct, args.seed,
         schedule_steps=args.schedule_steps, init=args.init, architecture=architecture,
-        task_weights=args.task_weights,
+        task_weights=args.task_weights, reading_order=args.reading_order,
     )
     print(json.dumps(stats))
 
