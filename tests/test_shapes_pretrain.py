@@ -65,6 +65,12 @@ def _wake_text_attention(model) -> None:
     torch.nn.init.normal_(model.up_text[-1].to_out.weight, std=0.05)
 
 
+def _wake_mid_blocks(model) -> None:
+    import torch
+
+    torch.nn.init.normal_(model.mid_transformer.attention[0].to_out.weight, std=0.05)
+
+
 def _wake_coordinates(model) -> None:
     import torch
 
@@ -72,10 +78,11 @@ def _wake_coordinates(model) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "wake"), [("text_attention", _wake_text_attention),
-                         ("coordinates", _wake_coordinates)]
+    ("change", "value", "wake"),
+    [("text_attention", True, _wake_text_attention), ("coordinates", True, _wake_coordinates),
+     ("mid_blocks", 2, _wake_mid_blocks)],
 )
-def test_grow_adds_layers_without_changing_the_output(tmp_path, change, wake) -> None:
+def test_grow_adds_layers_without_changing_the_output(tmp_path, change, value, wake) -> None:
     import torch
 
     from nftkit.policies.shapes_model import ShapesFlowModel
@@ -86,7 +93,7 @@ def test_grow_adds_layers_without_changing_the_output(tmp_path, change, wake) ->
     model = ShapesFlowModel(tiny_shapes_config(16))
     torch.nn.init.normal_(model.conv_out.weight, std=0.05)
     small = ShapesPolicy(model, autocast_dtype=None)
-    grown = grow(small, {change: True})
+    grown = grow(small, {change: value})
     assert getattr(grown.model.config, change) and not getattr(small.model.config, change)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([0.3, 0.8])
     cond = small.encode_prompts(["a photo of a red circle", "a photo of a blue square"])

@@ -46,6 +46,10 @@ class ShapesModelConfig:
     # embeddings of norm ~10, so at 1.0 word order barely registers and "a red circle and a blue
     # square" reads like "a blue circle and a red square"; 40 puts them on the tokens' scale.
     position_scale: float = 1.0
+    # A small transformer at the lowest resolution (after mid_attn): learned 2D position
+    # embeddings, then this many blocks of self + text attention and an MLP, all starting at zero
+    # output. Layout and binding are decided there; the convolutions alone barely know where.
+    mid_blocks: int = 0
 
     def to_dict(self) -> dict:
         """JSON-friendly dict."""
@@ -140,6 +144,32 @@ class CrossAttention(nn.Module):
         return x + self.to_out(out).transpose(1, 2).reshape(b, c, h, w)
 
 
+class MidTransformer(nn.Module):
+    """Position-aware attention blocks on the lowest-resolution feature map (zero-initialised)."""
+
+    def __init__(self, channels: int, side: int, text_dim: int, heads: int, blocks: int) -> None:
+        super().__init__()
+        self.position = nn.Parameter(torch.zeros(1, channels, side, side))
+        self.attention = nn.ModuleList(
+            CrossAttention(channels, text_dim, heads, zero_init=True) for _ in range(blocks)
+        )
+        self.mlp = nn.ModuleList(
+            nn.Sequential(nn.GroupNorm(8, channels), nn.Conv2d(channels, 4 * channels, 1),
+                          nn.GELU(), nn.Conv2d(4 * channels, channels, 1))
+            for _ in range(blocks)
+        )
+        for mlp in self.mlp:
+            nn.init.zeros_(mlp[-1].weight)
+            nn.init.zeros_(mlp[-1].bias)
+
+    def forward(self, h: torch.Tensor, text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = h + self.position
+        for attention, mlp in zip(self.attention, self.mlp, strict=True):
+            h = attention(h, text, mask)
+            h = h + mlp(h)
+        return h
+
+
 class TextEncoder(nn.Module):
     """Token + position embeddings and a small transformer encoder."""
 
@@ -188,6 +218,10 @@ class ShapesFlowModel(nn.Module):
         self.mid1 = FiLMResBlock(ch[-1], ch[-1], config.emb_dim)
         self.mid_attn = CrossAttention(ch[-1], config.text_dim, config.heads)
         self.mid2 = FiLMResBlock(ch[-1], ch[-1], config.emb_dim)
+        if config.mid_blocks:
+            side = config.image_size // config.patch_size // 2 ** (len(ch) - 1)
+            self.mid_transformer = MidTransformer(ch[-1], side, config.text_dim, config.heads,
+                                                  config.mid_blocks)
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
         current = ch[-1]
@@ -235,6 +269,8 @@ class ShapesFlowModel(nn.Module):
                 h = self.downsample[i](h)
         h = self.mid1(h, emb)
         h = self.mid_attn(h, text, mask)
+        if self.config.mid_blocks:
+            h = self.mid_transformer(h, text, mask)
         h = self.mid2(h, emb)
         n_levels = len(self.config.channels)
         for j, block in enumerate(self.up):

@@ -74,7 +74,7 @@ def training_pairs(
     return pixels, prompts
 
 
-GROWABLE = ("text_attention", "coordinates", "position_scale")
+GROWABLE = ("text_attention", "coordinates", "position_scale", "mid_blocks")
 """Architecture fields that ``--init`` may change: text_attention and coordinates add
 zero-initialised weights only; position_scale rescales the text position embeddings."""
 
@@ -99,7 +99,9 @@ def grow(policy: ShapesPolicy, changes: dict) -> ShapesPolicy:
         old = state["conv_in.weight"]
         state["conv_in.weight"] = torch.cat([old, old.new_zeros(old.shape[0], 2, *old.shape[2:])], 1)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith(("down_text.", "up_text.")) for k in missing):
+    if unexpected or any(
+        not k.startswith(("down_text.", "up_text.", "mid_transformer.")) for k in missing
+    ):
         raise ValueError(f"cannot grow the model: missing {missing}, unexpected {unexpected}")
     return ShapesPolicy(model, autocast_dtype=policy.autocast_dtype)
 
@@ -239,6 +241,9 @@ def main() -> None:
     parser.add_argument("--coordinates", action="store_true",
                         help="U-Net: x/y coordinate input channels (with --init: added, zero "
                              "weights)")
+    parser.add_argument("--mid-blocks", type=int, default=0,
+                        help="U-Net: this many position-aware attention blocks at the lowest "
+                             "resolution (with --init: added, zero output)")
     parser.add_argument("--position-scale", type=float, default=None,
                         help="multiply the text position embeddings (40: word order on the "
                              "scale of word identity)")
@@ -252,6 +257,8 @@ def main() -> None:
         architecture["text_attention"] = True
     if args.coordinates:
         architecture["coordinates"] = True
+    if args.mid_blocks:
+        architecture["mid_blocks"] = args.mid_blocks
     if args.position_scale is not None:
         architecture["position_scale"] = args.position_scale
     if args.init and set(architecture) - set(GROWABLE):
