@@ -75,8 +75,8 @@ def training_pairs(
 
 
 GROWABLE = ("text_attention", "coordinates", "position_scale", "mid_blocks")
-"""Architecture fields that ``--init`` may change: text_attention and coordinates add
-zero-initialised weights only; position_scale rescales the text position embeddings."""
+"""Architecture fields that ``--init`` may change: text_attention, coordinates and mid_blocks
+add zero-initialised weights only; position_scale rescales the text position embeddings."""
 
 
 def grow(policy: ShapesPolicy, changes: dict) -> ShapesPolicy:
@@ -190,7 +190,8 @@ def pretrain(
             save_ema(config, ema, output)
     save_ema(config, ema, output)
     stats = {"steps": steps, "schedule_steps": horizon, "batch_size": batch_size, "lr": lr,
-             "p_correct": p_correct, "seed": seed, "init": init, "task_weights": task_weights, "reading_order": reading_order,
+             "p_correct": p_correct, "seed": seed, "init": init, "task_weights": task_weights,
+             "reading_order": reading_order,
              "final_loss": float(running or 0.0), "seconds": time.time() - start}
     (Path(output) / "training.json").write_text(json.dumps(stats, indent=2))
     return stats
@@ -263,7 +264,8 @@ def main() -> None:
         architecture["position_scale"] = args.position_scale
     if args.init and set(architecture) - set(GROWABLE):
         parser.error("--patch-size/--channels describe a new model; they cannot change "
-                     "--init's (only --text-attention, --coordinates and --position-scale)")
+                     "--init's (only --text-attention, --coordinates, --mid-blocks and "
+                     "--position-scale)")
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     stats = pretrain(
         args.output, args.steps, args.batch_size, args.lr, args.p_correct, args.seed,
