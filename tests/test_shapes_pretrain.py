@@ -149,3 +149,21 @@ def test_grow_position_scale_acts_as_scaled_position_embeddings() -> None:
                               atol=1e-5)
         assert not torch.allclose(grown.velocity(x, t, cond, None),
                                   small.velocity(x, t, cond, None), atol=1e-4)
+
+
+def test_shipped_base_is_small_and_its_recorded_recipe_builds_its_architecture() -> None:
+    from nftkit.policies.shapes import BUILTIN_MODELS
+    from nftkit.policies.shapes_model import ShapesModelConfig
+
+    folder = BUILTIN_MODELS["shapes-base"]
+    assert (folder / "model.safetensors").stat().st_size < 10_000_000  # the issue's < 10 MB
+    config = json.loads((folder / "config.json").read_text())
+    stages = json.loads((folder / "training.json").read_text())["stages"]
+    commands = " ".join(stage["command"] for stage in stages)
+    assert stages[-1]["command"].split("--output ")[1].split()[0] == "nftkit/assets/shapes-base"
+    flags = {"text_attention": "--text-attention", "coordinates": "--coordinates",
+             "mid_blocks": f"--mid-blocks {config['mid_blocks']}",
+             "position_scale": f"--position-scale {config['position_scale']:g}"}
+    for field, flag in flags.items():
+        changed = config[field] != getattr(ShapesModelConfig(vocab_size=1), field)
+        assert (flag in commands) == changed, field
