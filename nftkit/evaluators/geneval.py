@@ -21,7 +21,7 @@ from nftkit.errors import InputError
 from nftkit.evaluators.base import PromptSpec, SuiteResult
 from nftkit.evaluators.prompt_file import PromptFileEvaluator
 from nftkit.evaluators.shapes import task_summary
-from nftkit.geneval_vocab import GENEVAL_TASKS
+from nftkit.geneval_vocab import GENEVAL_CLASSES, GENEVAL_TASKS
 from nftkit.prompt_files import read_jsonl
 
 
@@ -113,13 +113,25 @@ class GenevalEvaluator(PromptFileEvaluator):
         return SuiteResult(list(rows), metrics, {k: True for k in metrics})
 
     def result_line(self, row: dict[str, Any], spec: PromptSpec) -> dict[str, Any]:
-        """evaluate_images.py's line: filename, tag, prompt, correct, reason, metadata, details."""
+        """evaluate_images.py's line: filename, tag, prompt, correct, reason, metadata, details.
+
+        As the reference: ``metadata`` is ``json.dumps`` of the prompt's metadata line (key
+        order kept), ``details`` is ``json.dumps`` of {class: [[x1, y1, x2, y2, score], ...]}
+        with the classes in detector label order.
+        """
         return {
             "filename": row.get("image_path"),
-            "tag": row["tag"],
-            "prompt": spec.text,
+            "tag": spec.metadata["tag"],
+            "prompt": spec.metadata.get("prompt", spec.text),
             "correct": bool(row["correct"]),
             "reason": row["reason"],
             "metadata": json.dumps(spec.metadata),
-            "details": row["details"],
+            "details": details_json(row.get("details") or {}),
         }
+
+
+def details_json(details: dict[str, Any]) -> str:
+    """The reference's ``details`` string: json.dumps of the kept boxes, classes in label order."""
+    rank = {c: i for i, c in enumerate(GENEVAL_CLASSES)}
+    ordered = sorted(details, key=lambda c: rank.get(c, len(rank)))
+    return json.dumps({c: details[c] for c in ordered})

@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 from nftkit.errors import InputError
+from nftkit.images import has_alpha
 from nftkit.prompt_files import read_jsonl
 
 METADATA_FILE = "metadata.jsonl"
@@ -94,9 +95,13 @@ def save_png(
 
 
 def load_png(path: Path) -> Image.Image | None:
-    """The RGB image at ``path``, or None when it is missing or unreadable."""
+    """The image at ``path`` (RGB, or translucent as stored: each reward converts those as its
+    reference does), or None when it is missing or unreadable."""
     try:
         with Image.open(path) as image:
+            if has_alpha(image):
+                image.load()
+                return image
             return image.convert("RGB")
     except (OSError, ValueError):
         return None

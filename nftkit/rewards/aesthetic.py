@@ -34,6 +34,7 @@ class AestheticScore(Reward):
     score_range = (float("-inf"), float("inf"))
     version = "1"
     input_format = "pil"
+    alpha = "drop"  # DiffusionNFT's scorer: transformers 4.40 CLIPProcessor, convert("RGB")
 
     SOURCES = (
         WeightSource("openai/clip-vit-large-patch14"),

@@ -50,6 +50,8 @@ class Reward(ABC):
     description: ClassVar[str] = ""
     input_format: ClassVar[Literal["pil", "tensor"]] = "pil"
     needs_metadata: ClassVar[bool] = False
+    alpha: ClassVar[str] = "white"
+    """How translucent PIL inputs become RGB, as the reward's reference does (images.ALPHA_MODES)."""
 
     def __init__(
         self,
@@ -108,7 +110,7 @@ class Reward(ABC):
         if n == 0:
             return RewardOutput(torch.zeros(0), [])
         self.ensure_loaded()
-        converted = to_tensor(images) if self.input_format == "tensor" else to_pil(images)
+        converted = self.convert_images(images)
         scores: list[torch.Tensor] = []
         details: list[dict[str, Any]] = []
         for start in range(0, n, self.batch_size):
@@ -118,6 +120,12 @@ class Reward(ABC):
             scores.append(out.scores)
             details.extend(out.details)
         return RewardOutput(torch.cat(scores), details)
+
+    def convert_images(self, images: ImageBatch) -> Any:
+        """The whole batch in the form ``score_batch`` takes (``input_format``, ``alpha``)."""
+        if self.input_format == "tensor":
+            return to_tensor(images, self.alpha)
+        return to_pil(images, self.alpha)
 
     def info(self) -> dict[str, Any]:
         """Metadata as a JSON-friendly dict."""

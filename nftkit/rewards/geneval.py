@@ -72,6 +72,7 @@ class GenevalReward(Reward):
     version = "1"
     input_format = "pil"
     needs_metadata = True
+    alpha = "drop"  # GenEval: mmdet reads files as 3-channel BGR, colors use convert("RGB")
 
     SOURCES = (
         WeightSource("facebook/mask2former-swin-small-coco-instance", subdir=DETECTOR_SUBDIR),
@@ -113,9 +114,10 @@ class GenevalReward(Reward):
     def _add_colors(
         self, image: Image.Image, metadata: dict[str, Any], kept: dict[str, list[Any]]
     ) -> None:
-        """Classify the color of every kept object whose class has a color clause."""
+        """Classify the color of every kept object whose class has a clause with a "color" key
+        (a null color too: the reference classifies, then fails the clause)."""
         assert self._colors is not None
-        for cls in {c["class"] for c in metadata["include"] if c.get("color") is not None}:
+        for cls in dict.fromkeys(c["class"] for c in metadata["include"] if "color" in c):
             objects: list[GenevalDetection] = kept.get(cls, [])
             crops = [masked_crop(image, d.mask, d.box) for d in objects]
             for det, color in zip(objects, self._colors.classify(crops, cls), strict=True):
@@ -132,7 +134,7 @@ class GenevalReward(Reward):
         detections = self._detector.detect(images, thresholds)
         scores, details = [], []
         for image, meta, dets in zip(images, metadata, detections, strict=True):
-            kept = kept_detections(dets, meta.get("tag"))
+            kept = kept_detections(dets, meta.get("tag"), GENEVAL_CLASSES)
             self._add_colors(image, meta, kept)
             verdict = judge_kept(meta, kept, GENEVAL_COLORS)
             by_mode = {

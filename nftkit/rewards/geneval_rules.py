@@ -2,9 +2,12 @@
 
 Works on any detection with ``cls``, ``box`` (x1, y1, x2, y2, y down), ``score`` and ``color``
 (a color name, or None when no color was asked for). ``judge_detections`` gives the official
-verdict (with its GenEval-style reason) and the two Flow-GRPO training variants: ``strict``
-(exact counts and colors on every include clause, exclusions ignored) and ``partial`` (mean of
-per-clause terms). The shapes world and the ``geneval`` reward both judge through this module.
+verdict of djghosh13/geneval evaluate_images.py (its selection: float32 threshold, numpy 1.23
+argsort order, at most 16 per class; its reason strings verbatim, in its order) and the two
+Flow-GRPO training variants: ``strict`` (exact counts and colors on every include clause,
+exclusions ignored) and ``partial`` (mean of per-clause terms). A clause with a ``"color"`` key
+is color-checked even when the color is null (which then fails, as in the reference). The
+shapes world and the ``geneval`` reward both judge through this module.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from nftkit.rewards._reference_sort import descending_order
 
 THRESHOLD = 0.3
 """Detections must score above this to count ..."""
@@ -46,8 +51,9 @@ class Verdict:
     correct: official GenEval verdict (exclusions included). strict: 1.0 when every include
     clause finds exactly ``count`` objects, all of the requested color and in the requested
     position (exclusions ignored), else 0.0. partial: mean of per-clause terms in [0, 1].
-    reason: GenEval-style explanation of the failures ("" when correct). details: per class,
-    the kept boxes as [x1, y1, x2, y2, score].
+    reason: evaluate_images.py's reason, its lines joined by newlines ("" when correct).
+    details: per class (detector label order), the kept boxes as [x1, y1, x2, y2, score] in
+    float32 values, as the reference's ``box.tolist()``.
     """
 
     correct: bool
@@ -61,13 +67,14 @@ def relation_vector(box_a: Box, box_b: Box) -> tuple[float, float] | None:
     """GenEval's normalized, margin-reduced offset of A's center from B's; None if too close.
 
     revised = max(|offset| - 0.1 * (dim_A + dim_B), 0) * sign(offset) per axis (dim is the box
-    width on x, height on y); the result is revised / ||offset||.
+    width on x, height on y); the result is revised / ||offset||. Computed in float32, as the
+    reference does on the detector's float32 boxes.
     """
-    ax1, ay1, ax2, ay2 = box_a
-    bx1, by1, bx2, by2 = box_b
-    offset = np.array([(ax1 + ax2 - bx1 - bx2) / 2.0, (ay1 + ay2 - by1 - by2) / 2.0])
-    dims = np.array([(ax2 - ax1) + (bx2 - bx1), (ay2 - ay1) + (by2 - by1)])
-    revised = np.maximum(np.abs(offset) - POSITION_THRESHOLD * dims, 0.0) * np.sign(offset)
+    boxes = np.array([box_a[:4], box_b[:4]], dtype=np.float32).reshape(2, 2, 2)
+    center_a, center_b = boxes.mean(axis=-2)
+    dim_a, dim_b = np.abs(np.diff(boxes, axis=-2))[..., 0, :]
+    offset = center_a - center_b
+    revised = np.maximum(np.abs(offset) - POSITION_THRESHOLD * (dim_a + dim_b), 0) * np.sign(offset)
     if np.all(np.abs(revised) < 1e-3):
         return None
     dx, dy = revised / np.linalg.norm(offset)
@@ -75,12 +82,16 @@ def relation_vector(box_a: Box, box_b: Box) -> tuple[float, float] | None:
 
 
 def relations(box_a: Box, box_b: Box) -> set[str]:
-    """Every relation that holds for A relative to reference B ("left of", "below", ...)."""
+    """Every relation that holds for A relative to reference B ("left of", "below", ...).
+
+    A real set filled in the reference's order (left of, right of, above, below): a reason that
+    joins two relations iterates it exactly as evaluate_images.py does in the same process.
+    """
+    found: set[str] = set()
     vec = relation_vector(box_a, box_b)
     if vec is None:
-        return set()
+        return found
     dx, dy = vec
-    found: set[str] = set()
     if dx < -0.5:
         found.add("left of")
     if dx > 0.5:
@@ -97,26 +108,54 @@ def score_threshold(tag: str | None) -> float:
     return COUNTING_THRESHOLD if tag == "counting" else THRESHOLD
 
 
-def kept_detections(detections: Sequence[Any], tag: str | None) -> Groups:
-    """Per class: detections sorted by score, above the tag's threshold, at most 16."""
-    threshold = score_threshold(tag)
+def kept_detections(
+    detections: Sequence[Any],
+    tag: str | None,
+    class_order: Sequence[str] | None = None,
+    ties: str = "reference",
+) -> Groups:
+    """Per class: detections by decreasing score, above the tag's threshold, at most 16.
+
+    As evaluate_images.py: scores and the threshold compare in float32 (a score of exactly
+    float32(0.3) is dropped), and each class's detections, in the order given, are ordered by
+    numpy 1.23's ``argsort(scores)[::-1]`` (``ties="reference"``; tied scores then come out in
+    that algorithm's order, e.g. the later one first among up to 16). ``ties="stable"`` keeps
+    tied detections in the given order instead. Classes come in ``class_order`` (the detector's
+    label order, as the reference's dicts) when given, else by first appearance.
+    """
+    if ties not in ("reference", "stable"):
+        raise ValueError(f"ties must be 'reference' or 'stable', got {ties!r}")
+    threshold = np.float32(score_threshold(tag))
+    by_class: dict[str, list[Any]] = {}
+    for det in detections:
+        by_class.setdefault(det.cls, []).append(det)
+    names = list(by_class)
+    if class_order is not None:
+        rank = {c: i for i, c in enumerate(class_order)}
+        names.sort(key=lambda c: rank.get(c, len(rank)))
     groups: Groups = {}
-    for det in sorted(detections, key=lambda d: -d.score):
-        group = groups.setdefault(det.cls, [])
-        if det.score > threshold and len(group) < MAX_OBJECTS:
-            group.append(det)
-    return {cls: group for cls, group in groups.items() if group}
+    for cls in names:
+        group = by_class[cls]
+        scores = np.array([d.score for d in group], dtype=np.float32)
+        if ties == "reference":
+            order = descending_order(scores)
+        else:
+            order = sorted(range(len(group)), key=lambda i: -float(scores[i]))
+        kept = [group[i] for i in order if scores[i] > threshold][:MAX_OBJECTS]
+        if kept:
+            groups[cls] = kept
+    return groups
 
 
 def judge_kept(metadata: dict[str, Any], kept: Groups, color_names: Sequence[str]) -> Verdict:
     """Judge already-kept detections (see ``kept_detections``) against GenEval metadata.
 
-    ``color_names`` orders the other colors listed in a color failure's reason.
+    ``color_names`` orders the colors listed in a color failure's reason (GenEval's COLORS).
     """
-    include = metadata["include"]
+    include = metadata.get("include", [])
     correct, reasons = _official(metadata, kept, color_names)
     details = {
-        cls: [[*(float(v) for v in d.box), float(d.score)] for d in group]
+        cls: [[*(_f32(v) for v in d.box[:4]), _f32(d.score)] for d in group]
         for cls, group in kept.items()
     }
     return Verdict(
@@ -129,54 +168,41 @@ def judge_kept(metadata: dict[str, Any], kept: Groups, color_names: Sequence[str
 
 
 def judge_detections(
-    metadata: dict[str, Any], detections: Sequence[Any], color_names: Sequence[str]
+    metadata: dict[str, Any],
+    detections: Sequence[Any],
+    color_names: Sequence[str],
+    class_order: Sequence[str] | None = None,
+    ties: str = "reference",
 ) -> Verdict:
     """Keep detections by the tag's threshold, then judge them (see ``judge_kept``)."""
-    return judge_kept(metadata, kept_detections(detections, metadata.get("tag")), color_names)
+    kept = kept_detections(detections, metadata.get("tag"), class_order, ties)
+    return judge_kept(metadata, kept, color_names)
+
+
+def _f32(value: float) -> float:
+    """The float32 value (as a Python float) that the reference's boxes hold."""
+    return float(np.float32(value))
 
 
 def _official(
     metadata: dict[str, Any], kept: Groups, color_names: Sequence[str]
 ) -> tuple[bool, list[str]]:
-    include = metadata["include"]
+    """evaluate_images.py's ``evaluate``: the verdict and its reason lines, in its order."""
     reasons: list[str] = []
-    matched: list[list[Any] | None] = []
-    for clause in include:
+    matched_groups: list[list[Any] | None] = []
+    for clause in metadata.get("include", []):
         cls, count = clause["class"], clause["count"]
         found = kept.get(cls, [])[:count]
+        matched = True
         if len(found) < count:
+            matched = False
             reasons.append(f"expected {cls}>={count}, found {len(found)}")
-            matched.append(None)
-            continue
-        color = clause.get("color")
-        if color is not None:
-            colors = [d.color for d in found]
-            if colors.count(color) < count:
-                others = ", ".join(
-                    f"{colors.count(c)} {c}" for c in color_names if c != color and c in colors
-                )
-                reasons.append(
-                    f"expected {color} {cls}>={count}, found {colors.count(color)} {color}"
-                    + (f"; and {others}" if others else "")
-                )
-        matched.append(found)
-    for clause, found in zip(include, matched, strict=True):
-        if "position" not in clause or found is None:
-            continue
-        relation, ref = clause["position"]
-        targets = matched[ref]
-        if targets is None:
-            reasons.append(f"no target for {clause['class']} to be {relation}")
-            continue
-        for a in found:
-            bad = [b for b in targets if relation not in relations(a.box, b.box)]
-            if bad:
-                true_rels = sorted(relations(a.box, bad[0].box)) or ["no relation"]
-                reasons.append(
-                    f"expected {clause['class']} {relation} target {bad[0].cls}, found "
-                    f"{' and '.join(true_rels)}"
-                )
-                break
+        else:
+            if "color" in clause:  # a null color is compared too, and never matches
+                matched = _color_holds(clause, found, color_names, reasons)
+            if "position" in clause and matched:
+                matched = _position_reason(clause, found, matched_groups, reasons)
+        matched_groups.append(found if matched else None)
     for clause in metadata.get("exclude", []):
         cls, count = clause["class"], clause["count"]
         n = len(kept.get(cls, []))
@@ -185,13 +211,50 @@ def _official(
     return not reasons, reasons
 
 
+def _color_holds(
+    clause: dict[str, Any], found: list[Any], color_names: Sequence[str], reasons: list[str]
+) -> bool:
+    cls, count, want = clause["class"], clause["count"], clause["color"]
+    colors = [d.color for d in found]
+    if colors.count(want) >= count:
+        return True
+    present = ", ".join(f"{colors.count(c)} {c}" for c in color_names if c in colors)
+    reasons.append(
+        f"expected {want} {cls}>={count}, found {colors.count(want)} {want}; and {present}"
+    )
+    return False
+
+
+def _position_reason(
+    clause: dict[str, Any],
+    found: list[Any],
+    matched_groups: list[list[Any] | None],
+    reasons: list[str],
+) -> bool:
+    cls = clause["class"]
+    expected, ref = clause["position"]
+    # The reference indexes matched_groups directly (a later clause would raise there).
+    targets = matched_groups[ref] if 0 <= ref < len(matched_groups) else None
+    if targets is None:
+        reasons.append(f"no target for {cls} to be {expected}")
+        return False
+    for obj in found:
+        for target in targets:
+            true_rels = relations(obj.box, target.box)
+            if expected not in true_rels:
+                reasons.append(
+                    f"expected {cls} {expected} target, found {' and '.join(true_rels)} target"
+                )
+                return False
+    return True
+
+
 def _strict(include: list[dict[str, Any]], kept: Groups) -> float:
     for clause in include:
         found = kept.get(clause["class"], [])
         if len(found) != clause["count"]:
             return 0.0
-        color = clause.get("color")
-        if color is not None and sum(d.color == color for d in found) != clause["count"]:
+        if "color" in clause and _n_color(clause, found) != clause["count"]:
             return 0.0
         if "position" in clause and not _position_holds(clause, include, kept):
             return 0.0
@@ -205,13 +268,17 @@ def _partial(include: list[dict[str, Any]], kept: Groups) -> float:
         found = kept.get(clause["class"], [])
         if count > 0:
             terms.append(max(0.0, 1.0 - abs(count - len(found)) / count))
-            color = clause.get("color")
-            if color is not None:
-                n_color = sum(d.color == color for d in found)
-                terms.append(max(0.0, 1.0 - abs(count - n_color) / count))
+            if "color" in clause:
+                terms.append(max(0.0, 1.0 - abs(count - _n_color(clause, found)) / count))
         if "position" in clause:
             terms.append(1.0 if _position_holds(clause, include, kept) else 0.0)
     return float(np.mean(terms)) if terms else 1.0
+
+
+def _n_color(clause: dict[str, Any], found: list[Any]) -> int:
+    """How many of ``found`` have the clause's color (a null color matches none)."""
+    want = clause["color"]
+    return sum(want is not None and d.color == want for d in found)
 
 
 def _position_holds(clause: dict[str, Any], include: list[dict[str, Any]], kept: Groups) -> bool:

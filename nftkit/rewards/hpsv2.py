@@ -80,6 +80,9 @@ class HpsV2(Reward):
     score_range = (-1.0, 1.0)
     version = "2.1"
     input_format = "pil"
+    # hpsv2's own transform keeps RGBA as a 4th channel (its 3-channel ViT then fails); every
+    # other mode is convert("RGB")-ed, which is what nftkit does for RGBA too.
+    alpha = "drop"
 
     def __init__(self, hps_version: str = "v2.1", **kwargs: Any) -> None:
         """``hps_version``: "v2.1" (default, HPS_v2.1_compressed.pt) or "v2.0"."""

@@ -38,14 +38,23 @@ def normalize_reward(raw: torch.Tensor) -> torch.Tensor:
     return (raw - REWARD_MEAN) / REWARD_STD
 
 
+def _convert_rgb(image: Image.Image) -> Image.Image:
+    return image.convert("RGB")
+
+
 def imagereward_transform(size: int) -> Any:
-    """Resize shortest side (bicubic) -> center crop -> [0, 1] tensor -> OpenAI mean/std."""
+    """Resize shortest side (bicubic) -> center crop -> RGB -> [0, 1] tensor -> OpenAI mean/std.
+
+    The order of the image-reward package: a translucent image is resized as it is (PIL
+    resizes RGBA premultiplied) and only then loses its alpha (``convert("RGB")``).
+    """
     from torchvision import transforms as T
 
     return T.Compose(
         [
             T.Resize(size, interpolation=T.InterpolationMode.BICUBIC),
             T.CenterCrop(size),
+            _convert_rgb,
             T.ToTensor(),
             T.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
         ]
@@ -60,6 +69,7 @@ class ImageReward(Reward):
     score_range = (float("-inf"), float("inf"))
     version = "1.0"
     input_format = "pil"
+    alpha = "keep"  # the image-reward package resizes and crops first, then convert("RGB")
 
     SOURCES = (
         WeightSource("THUDM/ImageReward", files=(CHECKPOINT, MED_CONFIG)),
@@ -108,7 +118,7 @@ class ImageReward(Reward):
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
         """Preprocessed images, [B, 3, 224, 224] on the reward's device and dtype."""
-        x = torch.stack([self._transform(im.convert("RGB")) for im in images])
+        x = torch.stack([self._transform(im) for im in images])
         return x.to(device=self.device, dtype=self.dtype)
 
     def tokens(self, prompts: list[str]) -> dict[str, torch.Tensor]:

@@ -102,6 +102,7 @@ class OcrReward(Reward):
     score_range = (0.0, 1.0)
     version = "1"
     input_format = "pil"
+    alpha = "white-floor"  # PaddleOCR 2.9.1's alpha_to_color on 4-channel arrays
 
     def __init__(self, engine: str = "rapidocr", **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -30,6 +30,7 @@ class PickScore(Reward):
     score_range = (-100.0, 100.0)
     version = "1"
     input_format = "pil"
+    alpha = "drop"  # the reference's transformers 4.40 processor: image.convert("RGB")
 
     SOURCES = (
         WeightSource("yuvalkirstain/PickScore_v1"),
