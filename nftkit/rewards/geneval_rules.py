@@ -188,9 +188,13 @@ def _official(
     metadata: dict[str, Any], kept: Groups, color_names: Sequence[str]
 ) -> tuple[bool, list[str]]:
     """evaluate_images.py's ``evaluate``: the verdict and its reason lines, in its order."""
+    include = metadata.get("include", [])
     reasons: list[str] = []
     matched_groups: list[list[Any] | None] = []
-    for clause in metadata.get("include", []):
+    # A position may name a later clause (the shapes world does; evaluate_images.py would raise
+    # an IndexError): that target is its clause's count and color verdict.
+    ahead = [_count_and_color(c, kept) for c in include]
+    for clause in include:
         cls, count = clause["class"], clause["count"]
         found = kept.get(cls, [])[:count]
         matched = True
@@ -198,10 +202,16 @@ def _official(
             matched = False
             reasons.append(f"expected {cls}>={count}, found {len(found)}")
         else:
-            if "color" in clause:  # a null color is compared too, and never matches
-                matched = _color_holds(clause, found, color_names, reasons)
+            if "color" in clause and not _color_ok(clause, found):  # a null color never is
+                matched = False
+                reasons.append(_color_reason(clause, found, color_names))
             if "position" in clause and matched:
-                matched = _position_reason(clause, found, matched_groups, reasons)
+                ref = clause["position"][1]
+                targets = matched_groups[ref] if ref < len(matched_groups) else ahead[ref]
+                reason = _position_reason(clause, found, targets)
+                if reason is not None:
+                    matched = False
+                    reasons.append(reason)
         matched_groups.append(found if matched else None)
     for clause in metadata.get("exclude", []):
         cls, count = clause["class"], clause["count"]
@@ -211,42 +221,38 @@ def _official(
     return not reasons, reasons
 
 
-def _color_holds(
-    clause: dict[str, Any], found: list[Any], color_names: Sequence[str], reasons: list[str]
-) -> bool:
+def _color_ok(clause: dict[str, Any], found: list[Any]) -> bool:
+    return [d.color for d in found].count(clause["color"]) >= clause["count"]
+
+
+def _count_and_color(clause: dict[str, Any], kept: Groups) -> list[Any] | None:
+    """The clause's top ``count`` objects when their count and color hold, else None."""
+    found = kept.get(clause["class"], [])[: clause["count"]]
+    if len(found) < clause["count"] or ("color" in clause and not _color_ok(clause, found)):
+        return None
+    return found
+
+
+def _color_reason(clause: dict[str, Any], found: list[Any], color_names: Sequence[str]) -> str:
     cls, count, want = clause["class"], clause["count"], clause["color"]
     colors = [d.color for d in found]
-    if colors.count(want) >= count:
-        return True
     present = ", ".join(f"{colors.count(c)} {c}" for c in color_names if c in colors)
-    reasons.append(
-        f"expected {want} {cls}>={count}, found {colors.count(want)} {want}; and {present}"
-    )
-    return False
+    return f"expected {want} {cls}>={count}, found {colors.count(want)} {want}; and {present}"
 
 
 def _position_reason(
-    clause: dict[str, Any],
-    found: list[Any],
-    matched_groups: list[list[Any] | None],
-    reasons: list[str],
-) -> bool:
-    cls = clause["class"]
-    expected, ref = clause["position"]
-    # The reference indexes matched_groups directly (a later clause would raise there).
-    targets = matched_groups[ref] if 0 <= ref < len(matched_groups) else None
+    clause: dict[str, Any], found: list[Any], targets: list[Any] | None
+) -> str | None:
+    """The reason the clause's position fails (None when it holds), as the reference words it."""
+    cls, expected = clause["class"], clause["position"][0]
     if targets is None:
-        reasons.append(f"no target for {cls} to be {expected}")
-        return False
+        return f"no target for {cls} to be {expected}"
     for obj in found:
         for target in targets:
             true_rels = relations(obj.box, target.box)
             if expected not in true_rels:
-                reasons.append(
-                    f"expected {cls} {expected} target, found {' and '.join(true_rels)} target"
-                )
-                return False
-    return True
+                return f"expected {cls} {expected} target, found {' and '.join(true_rels)} target"
+    return None
 
 
 def _strict(include: list[dict[str, Any]], kept: Groups) -> float:

@@ -22,7 +22,7 @@ from nftkit.rewards.geneval_rules import (
 )
 from nftkit.shapes.detect import Detection, detect
 from nftkit.shapes.metadata import validate_metadata
-from nftkit.shapes.vocab import COLORS
+from nftkit.shapes.vocab import COLORS, SHAPES
 
 __all__ = [
     "COUNTING_THRESHOLD",
@@ -39,7 +39,9 @@ __all__ = [
 def judge(metadata: dict[str, Any], detections: Sequence[Detection]) -> Verdict:
     """Judge detections against a shapes-world GenEval metadata dict (see Verdict)."""
     validate_metadata(metadata)
-    return judge_detections(metadata, detections, tuple(COLORS))
+    # Clean renders all score 1.0: tied detections keep the detector's order (GenEval's numpy
+    # argsort order would pick the last one).
+    return judge_detections(metadata, detections, tuple(COLORS), SHAPES, ties="stable")
 
 
 def judge_image(metadata: dict[str, Any], image: np.ndarray) -> Verdict:
