@@ -107,8 +107,9 @@ def test_geneval_result_lines_are_official_format(env: Any, runs: dict) -> None:
                               "details"]
         meta = json.loads(line["metadata"])
         assert meta["prompt"] == line["prompt"] and meta["tag"] == line["tag"]
-        assert isinstance(line["correct"], bool) and isinstance(line["details"], dict)
-        for boxes in line["details"].values():
+        # details is a JSON string, as evaluate_images.py writes it (json.dumps)
+        assert isinstance(line["correct"], bool) and isinstance(line["details"], str)
+        for boxes in json.loads(line["details"]).values():
             assert all(len(b) == 5 for b in boxes)
     tasks = {x["tag"] for x in lines}
     by_task = {t: np.mean([x["correct"] for x in lines if x["tag"] == t]) for t in tasks}
