@@ -1,16 +1,19 @@
 """OCR reward: how well the text between the prompt's first pair of double quotes is rendered.
 
-The metric follows Flow-GRPO / DiffusionNFT: recognise the text, keep strings with confidence
-> 0, concatenate, drop all spaces and lowercase both sides; distance 0 when the target is a
-substring, else the Levenshtein distance, capped at len(target); reward = 1 - dist / len(target).
-An OCR engine failure scores 0. The default engine is RapidOCR (PP-OCR models on onnxruntime,
+The metric follows Flow-GRPO's ocr.py (used by DiffusionNFT): the target is
+``prompt.split('"')[1]`` (with a single double quote, the text after it; a warning says so);
+recognise the text, keep strings with confidence > 0, concatenate, remove the plain space
+character ' ' (only that: tabs, newlines and no-break spaces stay) and lowercase both sides;
+distance 0 when the target is a substring, else the Levenshtein distance, capped at
+len(target); reward = 1 - dist / len(target). An OCR engine failure scores 0. A prompt without
+a double quote, or whose target is empty once spaces are removed (the reference divides by
+zero there), is one clear error. The default engine is RapidOCR (PP-OCR models on onnxruntime,
 shipped inside its wheel); PaddleOCR 2.9 is an optional backend (``engine="paddleocr"``).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import numpy as np
@@ -21,17 +24,27 @@ from nftkit.errors import InputError
 from nftkit.rewards.base import Reward, RewardOutput
 
 logger = logging.getLogger(__name__)
-_QUOTED = re.compile(r'"([^"]*)"')
+_WARNED: set[str] = set()
 
 
 def ocr_target(prompt: str) -> str:
-    """The text between the first pair of double quotes; InputError when there is none."""
-    match = _QUOTED.search(prompt)
-    if match is None or not match.group(1).strip():
+    """The reference's target ``prompt.split('"')[1]``: the text between the first pair of
+    double quotes, or after a single one (with a warning); InputError when there is none."""
+    parts = prompt.split('"')
+    if len(parts) < 2:
         raise InputError(
             f'OCR prompt has no quoted target text (expected text between double quotes): {prompt!r}'
         )
-    return match.group(1)
+    target = parts[1]
+    if not normalize_text(target):
+        raise InputError(f"OCR prompt's quoted target text is empty: {prompt!r}")
+    if len(parts) == 2 and prompt not in _WARNED:
+        _WARNED.add(prompt)
+        logger.warning(
+            "OCR prompt has a single double quote; scoring the text after it, as Flow-GRPO "
+            "does: %r", prompt
+        )
+    return target
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -50,8 +63,8 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def normalize_text(text: str) -> str:
-    """Lowercase and remove every whitespace character."""
-    return re.sub(r"\s+", "", text).lower()
+    """Remove the plain space ' ' (no other whitespace) and lowercase, as the reference."""
+    return text.replace(" ", "").lower()
 
 
 def ocr_score(recognized: str, target: str) -> float:
