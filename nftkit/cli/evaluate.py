@@ -32,11 +32,13 @@ def _evaluator(
     from nftkit.evaluators.reward_set import RewardSetEvaluator
 
     kwargs: dict[str, Any] = {"n_samples": n_samples, "prompts_path": prompts, "device": device}
-    reward_opts = {k: v for k, v in options.items() if k in ("rewards", "unifiedreward_url")}
+    reward_opts = {k: v for k, v in options.items()
+                   if k in ("rewards", "unifiedreward_url", "clip_preprocess")}
     if issubclass(cls, RewardSetEvaluator):
         kwargs.update({k: v for k, v in reward_opts.items() if v is not None})
     elif any(v is not None for v in reward_opts.values()):
-        raise UsageError(f"--rewards / --unifiedreward-url apply to drawbench and pickscore, not {suite}")
+        raise UsageError(f"--rewards / --unifiedreward-url / --clip-preprocess apply to drawbench "
+                         f"and pickscore, not {suite}")
     return cls(**kwargs)
 
 
@@ -64,6 +66,9 @@ def evaluate(
                                 "clipscore, hpsv2)."),
     unifiedreward_url: str = typer.Option(None, "--unifiedreward-url", help="OpenAI-compatible "
                                           "UnifiedReward server; adds 'unifiedreward'."),
+    clip_preprocess: str = typer.Option(None, "--clip-preprocess", help="drawbench/pickscore "
+                                        "CLIPScore: diffusionnft (default, DiffusionNFT's "
+                                        "ClipScorer) or processor (transformers' CLIP processor)."),
     device: str = typer.Option("cpu", help="Torch device."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -79,7 +84,8 @@ def evaluate(
     if cfg <= 0:
         raise UsageError(f"--cfg must be > 0 (1.0 = no guidance), got {cfg}")
     evaluator = _evaluator(suite, n_samples, prompts, device,
-                           {"rewards": rewards, "unifiedreward_url": unifiedreward_url})
+                           {"rewards": rewards, "unifiedreward_url": unifiedreward_url,
+                            "clip_preprocess": clip_preprocess})
     if images is None:
         evaluator.prompts()  # resolve (and check) the prompt set before loading the model
     dist = Distributed.from_env(device)

@@ -2,6 +2,8 @@
 
 Default set (DiffusionNFT's model-based metrics): imagereward, pickscore, aesthetic, clipscore,
 hpsv2, plus unifiedreward when a server URL is given. Each metric keeps its reward's direction.
+CLIPScore is computed as DiffusionNFT's ClipScorer does (``clip_preprocess="diffusionnft"``,
+the paper's ClipScore column); ``"processor"`` uses transformers' CLIP processor instead.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from nftkit.evaluators.prompt_file import PromptFileEvaluator
 DEFAULT_REWARDS: tuple[str, ...] = ("imagereward", "pickscore", "aesthetic", "clipscore", "hpsv2")
 UNIFIEDREWARD = "unifiedreward"
 UNIFIEDREWARD_ENV = "NFTKIT_UNIFIEDREWARD_URL"
+CLIP_PREPROCESS = ("diffusionnft", "processor")
+"""The suites' CLIPScore preprocessing choices (the first is the default)."""
 
 
 def parse_reward_names(rewards: str | Sequence[str] | None, unifiedreward_url: str | None) -> list[str]:
@@ -51,25 +55,34 @@ class RewardSetEvaluator(PromptFileEvaluator):
         self,
         rewards: str | Sequence[str] | None = None,
         unifiedreward_url: str | None = None,
+        clip_preprocess: str = CLIP_PREPROCESS[0],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         from nftkit.registry import reward_class
 
+        if clip_preprocess not in CLIP_PREPROCESS:
+            raise UsageError(
+                f"unknown --clip-preprocess {clip_preprocess!r}; choose one of {', '.join(CLIP_PREPROCESS)}"
+            )
         self.reward_names = parse_reward_names(rewards, unifiedreward_url)
         self.unifiedreward_url = unifiedreward_url
+        self.clip_preprocess = clip_preprocess
         self._classes = {name: reward_class(name) for name in self.reward_names}
         self._rewards: dict[str, Any] = {}
 
     def settings(self) -> dict[str, Any]:
-        """The reward set (and the UnifiedReward server) change the metrics."""
-        return {"rewards": self.reward_names, "unifiedreward_url": self.unifiedreward_url}
+        """The reward set, the UnifiedReward server and CLIPScore's preprocessing change metrics."""
+        return {"rewards": self.reward_names, "unifiedreward_url": self.unifiedreward_url,
+                "clip_preprocess": self.clip_preprocess}
 
     def _reward(self, name: str) -> Any:
         if name not in self._rewards:
             kwargs: dict[str, Any] = {"device": self.device, "batch_size": self.reward_batch_size}
             if name == UNIFIEDREWARD and self.unifiedreward_url:
                 kwargs["url"] = self.unifiedreward_url
+            if name == "clipscore":
+                kwargs["preprocess"] = self.clip_preprocess
             self._rewards[name] = self._classes[name](**kwargs)
         return self._rewards[name]
 
