@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from nftkit.evaluators.base import PromptSpec
@@ -178,6 +179,34 @@ def test_exclusion_counts_every_kept_detection() -> None:
             "exclude": [{"class": "clock", "count": 3}]}  # fmt: skip
     dets = [det("clock", box_at(15 * k, 0), score=0.95) for k in range(20)]
     assert judge(meta, dets).reason == "expected clock<3, found 16"  # at most 16 kept
+
+
+# ---------------------------------------------------------------- the training score
+
+
+@pytest.mark.parametrize(
+    ("meta", "dets", "expected"),
+    [
+        # DiffusionNFT gen_eval.py evaluate_reward, its terms written out per case
+        ({"tag": "single_object", "include": [{"class": "cat", "count": 1}]},
+         [det("cat", box_at(30 * k, 0)) for k in range(3)], 1 - 2 / 1),  # not clamped: -1
+        ({"tag": "colors", "include": [{"class": "car", "count": 1, "color": "red"}]},
+         [det("car", color="blue")], (1 + 0) / 2),  # count 1, color 1 - |1 - 0| / 1
+        ({"tag": "colors", "include": [{"class": "car", "count": 1, "color": "red"}]},
+         [det("car", box_at(0, 0), color="red"), det("car", box_at(30, 0), color="red")],
+         (0 + 0) / 2),  # wrong count: 1 - 1/1, then one 0 for the color clause
+        ({"tag": "position", "include": [{"class": "cup", "count": 1},
+          {"class": "dog", "count": 1, "position": ["left of", 0]}]},
+         [det("dog", box_at(0, 0))], (0 + 1 + 0) / 3),  # no target: 0
+        ({"tag": "position", "include": [{"class": "cup", "count": 1, "color": "red"},
+          {"class": "dog", "count": 1, "position": ["left of", 0]}]},
+         [det("cup", box_at(0, 0), color="red"), det("dog", box_at(40, 0))],
+         (1 + 1 + 1 + 0 + 1) / 5),  # a failed position appends 0 and then 1
+        ({"tag": "two_object", "include": []}, [], 0.0),  # no terms: 0
+    ],
+)  # fmt: skip
+def test_partial_is_diffusionnft_evaluate_reward_score(meta: dict, dets: list, expected: float) -> None:
+    assert judge(meta, dets).partial == pytest.approx(expected)
 
 
 # ---------------------------------------------------------------- thresholds and ties

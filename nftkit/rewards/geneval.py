@@ -5,9 +5,11 @@ Weights: a Mask2Former Swin-S COCO instance-segmentation folder (hub
 (``openai/clip-vit-large-patch14``) for colors in DIR/geneval/clip/. ``backend="mmdet"`` runs
 GenEval's own mmdet config from DIR/geneval/mmdet/ instead of the transformers detector.
 Needs each sample's GenEval metadata (include/exclude clauses, tag).
-Modes (REFERENCE.md section 3): ``"partial"`` (default, the Flow-GRPO training reward, mean of
-per-clause terms), ``"strict"`` (exact counts and colors, exclusions ignored) and
-``"official"`` (1.0 when evaluate_images.py's verdict is correct). All lie in [0, 1].
+Modes (REFERENCE.md section 3): ``"partial"`` (default, the training reward: DiffusionNFT's
+gen_eval.py evaluate_reward score, a mean of per-clause terms that is not clamped, so extra
+objects can push it below 0, down to 1 - 16 for a count-1 clause), ``"strict"`` (exact counts
+and colors, exclusions ignored) and ``"official"`` (1.0 when evaluate_images.py's verdict is
+correct). strict and official lie in [0, 1].
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ class GenevalReward(Reward):
 
     name = "geneval"
     higher_is_better = True
-    score_range = (0.0, 1.0)
-    version = "1"
+    score_range = (-15.0, 1.0)
+    version = "2"
     input_format = "pil"
     needs_metadata = True
     alpha = "drop"  # GenEval: mmdet reads files as 3-channel BGR, colors use convert("RGB")

@@ -5,7 +5,7 @@ Works on any detection with ``cls``, ``box`` (x1, y1, x2, y2, y down), ``score``
 verdict of djghosh13/geneval evaluate_images.py (its selection: float32 threshold, numpy 1.23
 argsort order, at most 16 per class; its reason strings verbatim, in its order) and the two
 Flow-GRPO training variants: ``strict`` (exact counts and colors on every include clause,
-exclusions ignored) and ``partial`` (mean of per-clause terms). A clause with a ``"color"`` key
+exclusions ignored) and ``partial`` (mean of per-clause terms, as DiffusionNFT's gen_eval.py). A clause with a ``"color"`` key
 is color-checked even when the color is null (which then fails, as in the reference). The
 shapes world and the ``geneval`` reward both judge through this module.
 """
@@ -50,7 +50,8 @@ class Verdict:
 
     correct: official GenEval verdict (exclusions included). strict: 1.0 when every include
     clause finds exactly ``count`` objects, all of the requested color and in the requested
-    position (exclusions ignored), else 0.0. partial: mean of per-clause terms in [0, 1].
+    position (exclusions ignored), else 0.0. partial: mean of per-clause terms (DiffusionNFT's
+    evaluate_reward score by default, which can be negative; see ``judge_kept``).
     reason: evaluate_images.py's reason, its lines joined by newlines ("" when correct).
     details: per class (detector label order), the kept boxes as [x1, y1, x2, y2, score] in
     float32 values, as the reference's ``box.tolist()``.
@@ -147,11 +148,21 @@ def kept_detections(
     return groups
 
 
-def judge_kept(metadata: dict[str, Any], kept: Groups, color_names: Sequence[str]) -> Verdict:
+def judge_kept(
+    metadata: dict[str, Any],
+    kept: Groups,
+    color_names: Sequence[str],
+    partial_rule: str = "reference",
+) -> Verdict:
     """Judge already-kept detections (see ``kept_detections``) against GenEval metadata.
 
     ``color_names`` orders the colors listed in a color failure's reason (GenEval's COLORS).
+    ``partial_rule``: ``"reference"`` computes ``partial`` as DiffusionNFT's gen_eval.py
+    evaluate_reward does (see ``_partial_reference``); ``"clamped"`` is nftkit's earlier
+    per-clause mean with every term clamped to [0, 1] (the shapes world keeps it).
     """
+    if partial_rule not in ("reference", "clamped"):
+        raise ValueError(f"partial_rule must be 'reference' or 'clamped', got {partial_rule!r}")
     include = metadata.get("include", [])
     correct, reasons = _official(metadata, kept, color_names)
     details = {
@@ -162,7 +173,7 @@ def judge_kept(metadata: dict[str, Any], kept: Groups, color_names: Sequence[str
         correct=correct,
         reason="\n".join(reasons),
         strict=_strict(include, kept),
-        partial=_partial(include, kept),
+        partial=(_partial_reference if partial_rule == "reference" else _partial)(include, kept),
         details=details,
     )
 
@@ -173,10 +184,11 @@ def judge_detections(
     color_names: Sequence[str],
     class_order: Sequence[str] | None = None,
     ties: str = "reference",
+    partial_rule: str = "reference",
 ) -> Verdict:
     """Keep detections by the tag's threshold, then judge them (see ``judge_kept``)."""
     kept = kept_detections(detections, metadata.get("tag"), class_order, ties)
-    return judge_kept(metadata, kept, color_names)
+    return judge_kept(metadata, kept, color_names, partial_rule)
 
 
 def _f32(value: float) -> float:
@@ -279,6 +291,56 @@ def _partial(include: list[dict[str, Any]], kept: Groups) -> float:
         if "position" in clause:
             terms.append(1.0 if _position_holds(clause, include, kept) else 0.0)
     return float(np.mean(terms)) if terms else 1.0
+
+
+def _partial_reference(include: list[dict[str, Any]], kept: Groups) -> float:
+    """DiffusionNFT's GenEval training score (gen_eval.py evaluate_reward), term by term.
+
+    Per include clause, on all kept objects of its class: 1 - |count - found| / count (not
+    clamped: extra objects can make it negative). A wrong count adds one 0 for a color and/or
+    position clause. Otherwise a color adds 1 - |count - n_color| / count (a wrong color also
+    skips the position); a position adds 0 when its target clause failed, else 1 when every
+    pair holds, or 0 and then 1 when one does not (the reference appends both). Mean of the
+    terms (0 without terms). Count-0 clauses, a division by zero there, add no term.
+    """
+    terms: list[float] = []
+    groups: list[list[Any] | None] = []
+    for clause in include:
+        count, found = clause["count"], kept.get(clause["class"], [])
+        if count == 0:
+            groups.append(found)
+            continue
+        terms.append(1 - abs(count - len(found)) / count)
+        matched = len(found) == count
+        if not matched:
+            if "color" in clause or "position" in clause:
+                terms.append(0.0)
+        else:
+            if "color" in clause:
+                n_color = _n_color(clause, found)
+                terms.append(1 - abs(count - n_color) / count)
+                matched = n_color == count
+            if "position" in clause and matched:
+                relation, ref = clause["position"]
+                targets = groups[ref] if ref < len(groups) else _exact(include[ref], kept)
+                if targets is None:
+                    matched = False
+                    terms.append(0.0)
+                else:
+                    if not all(relation in relations(a.box, b.box) for a in found for b in targets):
+                        matched = False
+                        terms.append(0.0)
+                    terms.append(1.0)
+        groups.append(found if matched else None)
+    return float(sum(terms) / len(terms)) if terms else 0.0
+
+
+def _exact(clause: dict[str, Any], kept: Groups) -> list[Any] | None:
+    """A later clause's objects when their exact count and color hold (forward positions)."""
+    found = kept.get(clause["class"], [])
+    if len(found) != clause["count"] or ("color" in clause and _n_color(clause, found) != len(found)):
+        return None
+    return found
 
 
 def _n_color(clause: dict[str, Any], found: list[Any]) -> int:

@@ -41,7 +41,10 @@ def judge(metadata: dict[str, Any], detections: Sequence[Detection]) -> Verdict:
     validate_metadata(metadata)
     # Clean renders all score 1.0: tied detections keep the detector's order (GenEval's numpy
     # argsort order would pick the last one).
-    return judge_detections(metadata, detections, tuple(COLORS), SHAPES, ties="stable")
+    # nftkit's clamped partial score stays the shapes world's training reward.
+    return judge_detections(
+        metadata, detections, tuple(COLORS), SHAPES, ties="stable", partial_rule="clamped"
+    )
 
 
 def judge_image(metadata: dict[str, Any], image: np.ndarray) -> Verdict:
