@@ -37,8 +37,11 @@ from nftkit.train.nft import EpochBatch, NFTConfig, NFTTrainer, PromptItem
 
 PROMPTS = ["a photo of a red cube", "two dogs on a green sofa", 'a sign that says "hi"']
 SAMPLE_STEPS = 10
-TRAIN_BATCH = 9
-TRAINED_TIMESTEPS = 9
+
+
+def sizes(settings: Settings) -> tuple[int, int]:
+    """(batch, trained timesteps): the reference 9 and 9; 2 and 2 in a dry run (2 CPU cores)."""
+    return (2, 2) if settings.dry_run else (9, 9)
 
 
 def build_policy(settings: Settings) -> tuple[SD3Policy, dict[str, Any]]:
@@ -75,11 +78,11 @@ def build_policy(settings: Settings) -> tuple[SD3Policy, dict[str, Any]]:
     return policy, info
 
 
-def make_trainer(policy: SD3Policy, batch: int, workdir: Path) -> NFTTrainer:
+def make_trainer(policy: SD3Policy, batch: int, timesteps: int, workdir: Path) -> NFTTrainer:
     """NFTTrainer with the reference SD3.5-M settings (adds the two LoRA adapters)."""
     config = NFTConfig(
         prompts_per_epoch=1, group_size=batch, num_steps=SAMPLE_STEPS, solver="dpm2", shift=3.0,
-        sample_batch_size=batch, train_batch_size=batch, max_train_timesteps=TRAINED_TIMESTEPS,
+        sample_batch_size=batch, train_batch_size=batch, max_train_timesteps=timesteps,
         lora_rank=32, lora_alpha=64, beta=1.0,
     )
     return NFTTrainer(policy, RewardComposer("jpeg"), [PromptItem(p) for p in PROMPTS], config,
@@ -89,8 +92,9 @@ def make_trainer(policy: SD3Policy, batch: int, workdir: Path) -> NFTTrainer:
 def sample_part(settings: Settings, rec: Recorder) -> None:
     """Images/s of CFG-free 10-step dpm2 sampling + VAE decode at batch 9 and the best batch."""
     policy, info = build_policy(settings)
+    first_batch, timesteps = sizes(settings)
     with tempfile.TemporaryDirectory() as tmp:
-        make_trainer(policy, TRAIN_BATCH, Path(tmp))  # sampling runs with the "old" adapter
+        make_trainer(policy, first_batch, timesteps, Path(tmp))  # sampling runs with the "old" adapter
     rec.add("model", info)
     device = settings.device
 
@@ -100,12 +104,12 @@ def sample_part(settings: Settings, rec: Recorder) -> None:
         policy.sample(prompts, generator, steps=SAMPLE_STEPS, solver="dpm2", adapter="old")
 
     reset_peak(device)
-    seconds = timed(lambda: run(TRAIN_BATCH), device, repeats=2)
-    first = {"batch": TRAIN_BATCH, "seconds": seconds, "images_per_s": TRAIN_BATCH / seconds,
+    seconds = timed(lambda: run(first_batch), device, repeats=1 if settings.dry_run else 2)
+    first = {"batch": first_batch, "seconds": seconds, "images_per_s": first_batch / seconds,
              "peak_memory_gib": peak_memory_gib(device), "steps": SAMPLE_STEPS, "solver": "dpm2"}
-    rec.add(f"batch_{TRAIN_BATCH}", first)
+    rec.add(f"batch_{first_batch}", first)
     rows = [first]
-    candidates = [4, 8] if settings.dry_run else [18, 36, 72, 144, 288]
+    candidates = [4] if settings.dry_run else [18, 36, 72, 144, 288]
     last = first
     for batch in candidates:
         estimate = last["seconds"] * batch / last["batch"] * 2  # one warm-up + one timed run
@@ -152,18 +156,31 @@ def count_flops(trainer: NFTTrainer, batch: EpochBatch) -> float:
     return float(counter.get_total_flops())
 
 
+def forward_flops(policy: SD3Policy, n: int) -> float:
+    """FLOPs of one transformer forward on ``n`` latents (the unit of the FLOP model)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cond = policy.encode_prompts([PROMPTS[i % len(PROMPTS)] for i in range(n)])
+    x = torch.randn(n, *policy.latent_shape, device=policy.device)
+    t = torch.full((n,), 0.5, device=policy.device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        policy.velocity(x, t, cond, adapter="default")
+    return float(counter.get_total_flops())
+
+
 def train_part(settings: Settings, rec: Recorder) -> None:
     """Seconds, peak memory and MFU of one NFT optimizer step, checkpointing off and on."""
     policy, info = build_policy(settings)
     peak = load_configs()["peak_bf16_tflops"] * 1e12
     device = settings.device
+    n, timesteps = sizes(settings)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = make_trainer(policy, TRAIN_BATCH, Path(tmp))
+        trainer = make_trainer(policy, n, timesteps, Path(tmp))
         info["lora_params"] = sum(p.numel() for p in trainer.trainable)
         info["lora_dtype"] = str(trainer.trainable[0].dtype).replace("torch.", "")
-        info.update(batch=TRAIN_BATCH, trained_timesteps=TRAINED_TIMESTEPS, lora_rank=32)
+        info.update(batch=n, trained_timesteps=timesteps, lora_rank=32)
         rec.add("model", info)
-        batch = epoch_batch(policy, TRAIN_BATCH)
+        batch = epoch_batch(policy, n)
         flops: float | None = None
         epoch = [0]
 
@@ -179,7 +196,7 @@ def train_part(settings: Settings, rec: Recorder) -> None:
                 policy.model.disable_gradient_checkpointing()
             reset_peak(device)
             try:
-                seconds = timed(step, device, repeats=1 if not settings.dry_run else 2)
+                seconds = timed(step, device, repeats=1)
             except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
                 if not is_oom(exc):
                     raise
@@ -190,8 +207,12 @@ def train_part(settings: Settings, rec: Recorder) -> None:
                                    "peak_memory_gib": peak_memory_gib(device)}
             if flops is None and settings.fits(2 * seconds + 10):
                 flops = count_flops(trainer, batch)
-                rec.add("flops", {"step_tflop": flops / 1e12, "counted_with_checkpointing":
-                                  checkpointing, "peak_tflops": peak / 1e12})
+                forward = forward_flops(policy, n)
+                rec.add("flops", {"step_tflop": flops / 1e12, "forward_tflop": forward / 1e12,
+                                  "step_over_forward": flops / forward,
+                                  "flop_model_step_over_forward": 5 * timesteps,
+                                  "counted_with_checkpointing": checkpointing,
+                                  "peak_tflops": peak / 1e12})
             if flops is not None:
                 row["achieved_tflops"] = flops / seconds / 1e12
                 row["mfu"] = None if settings.dry_run else flops / seconds / peak
