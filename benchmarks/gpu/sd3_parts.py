@@ -210,7 +210,7 @@ def train_part(settings: Settings, rec: Recorder) -> None:
                 forward = forward_flops(policy, n)
                 rec.add("flops", {"step_tflop": flops / 1e12, "forward_tflop": forward / 1e12,
                                   "step_over_forward": flops / forward,
-                                  "flop_model_step_over_forward": 5 * timesteps,
+                                  "flop_model_step_over_forward": 4 * timesteps,
                                   "counted_with_checkpointing": checkpointing,
                                   "peak_tflops": peak / 1e12})
             if flops is not None:
