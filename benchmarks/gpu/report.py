@@ -49,7 +49,7 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
     """The tables of results.md."""
     env = parts.get("env", {})
     machine = env.get("machine", {})
-    dry = machine.get("dry_run")
+    dry = parts.get("run", {}).get("settings", {}).get("dry_run", machine.get("dry_run"))
     lines = ["# nftkit GPU readiness run", ""]
     title = "DRY RUN (tiny configs on the CPU; numbers describe the script, not a GPU)" if dry \
         else f"device: {machine.get('device', '?')}"
@@ -59,7 +59,8 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
         lines += [f"matmul {m['n']}^3 {m['dtype']}: {_fmt(m['tflops'])} TFLOP/s measured; MFU uses "
                   f"{_fmt(m['peak_used_for_mfu'])} TFLOP/s", ""]
     lines += ["## Parts", "", "| part | status |", "|---|---|"]
-    lines += [f"| {name} | {_status(part)} |" for name, part in sorted(parts.items())]
+    lines += [f"| {name} | {_status(part)} |" for name, part in sorted(parts.items())
+              if name != "run"]
     sample = parts.get("sd3-sample", {})
     lines += ["", "## SD3.5-Medium sampling (10 dpm2 steps, CFG-free, VAE decode)", "",
               "| batch | images/s | peak GiB |", "|---|---|---|"]
@@ -91,7 +92,8 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {label} | {_fmt(row.get('seconds_per_step'))} | "
                          f"{_fmt(row.get('peak_memory_gib'))} | {_fmt(row.get('achieved_tflops'))} | "
                          f"{_fmt(row.get('mfu'))} |")
-    lines += ["", "## Reward throughput (images/s; random init at real size)", "",
+    size = "tiny checkpoints" if dry else "random init at real size"
+    lines += ["", f"## Reward throughput (images/s; {size})", "",
               "| reward | batch | toolkit | score_batch | bare model | toolkit / model time | peak GiB |",
               "|---|---|---|---|---|---|---|"]
     for name in REWARDS:
@@ -116,7 +118,9 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
         lines.append(f"\nOCR runs on: {ocr.get('ocr_runs_on')} ({ocr.get('note', '')})")
     tests = parts.get("pytest-cuda", {}).get("summary")
     if tests:
-        lines += ["", "## pytest -m cuda", "", ", ".join(f"{k} {v}" for k, v in tests.items())]
+        counts = ", ".join(f"{k} {tests.get(k)}" for k in ("passed", "failed", "errors", "skipped"))
+        lines += ["", "## pytest -m cuda", "", f"{counts} (exit {tests.get('returncode')})"]
+        lines += [f"- failing: {name}" for name in tests.get("failing", [])]
     return "\n".join(lines) + "\n"
 
 

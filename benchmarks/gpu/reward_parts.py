@@ -25,7 +25,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import Recorder, Settings, free_memory, is_oom, parse_settings, peak_memory_gib, reset_peak, timed
+from common import (
+    Recorder,
+    Settings,
+    free_memory,
+    is_oom,
+    parse_settings,
+    peak_memory_gib,
+    reset_peak,
+    timed,
+)
 from PIL import Image, ImageDraw, ImageFont
 from real_weights import write_weights
 
@@ -106,17 +115,43 @@ def ocr_device() -> dict[str, Any]:
             "carry limit; RapidOCR runs on the CPU cores"}
 
 
+def time_batch(reward: Any, name: str, images: torch.Tensor) -> tuple[dict[str, Any], float]:
+    """Toolkit call, score_batch and bare forward on one batch; the row and its total cost (s)."""
+    device, batch = reward.device, images.shape[0]
+    prompts, meta = [PROMPT] * batch, [dict(GENEVAL_LINE) for _ in range(batch)]
+    pil = to_pil(images)
+    first = time.perf_counter()
+    out = reward(images, prompts, meta)  # warm-up, and the figures' sanity
+    reps = 2 if time.perf_counter() - first < 3.0 else 1  # slow parts (OCR): one run each
+    toolkit = timed(lambda: reward(images, prompts, meta), device, reps, warmup=0)
+    scored = timed(lambda: reward.score_batch(pil, prompts, meta), device, reps, warmup=reps - 1)
+    forward, covers = bare_forward(reward, name, pil, prompts)
+    with torch.inference_mode():
+        model = timed(forward, device, reps + 1, warmup=reps - 1)
+    row: dict[str, Any] = {
+        "batch": batch, "images_per_s": batch / toolkit,
+        "score_batch_images_per_s": batch / scored, "model_images_per_s": batch / model,
+        "toolkit_over_model": toolkit / model, "model_forward": covers,
+        "score_mean": float(out.scores.mean()),
+        "scores_finite": bool(torch.isfinite(out.scores).all()),
+    }
+    if name == "geneval":
+        kept = [sum(len(v) for v in d["details"].values()) if isinstance(d.get("details"), dict)
+                else 0 for d in out.details]
+        row["kept_detections_per_image"] = float(np.mean(kept))
+    return row, 3 * toolkit + 3 * scored + 4 * model
+
+
 def measure(settings: Settings, rec: Recorder, name: str) -> None:
     """Build, load and time one reward at the two batch sizes."""
     device, dry = settings.device, settings.dry_run
     batches = (2, 4) if dry else (32, 128)
     size = 64 if dry else 512
-    default_root = Path("/tmp/nftkit-gpu-weights" + ("-dry" if dry else ""))
+    default_root = settings.out / "tiny-weights" if dry else Path("/tmp/nftkit-gpu-weights")
     root = Path(os.environ.get(WEIGHTS_ENV, default_root))
     start = time.perf_counter()
     write_weights(root, name, device, dry)
     build_s = time.perf_counter() - start
-    on_gpu = name != "ocr"
     reward = create_reward(name, weights_dir=root, device=device, dtype=settings.dtype,
                            batch_size=max(batches))
     start = time.perf_counter()
@@ -135,39 +170,18 @@ def measure(settings: Settings, rec: Recorder, name: str) -> None:
         if last is not None and not settings.fits(last[1] * batch / last[0] * 1.2):
             rec.add(f"batch_{batch}", {"batch": batch, "skipped": "does not fit the time box"})
             continue
-        images = images_all[:batch]
-        prompts, meta = [PROMPT] * batch, [dict(GENEVAL_LINE) for _ in range(batch)]
-        pil = to_pil(images)
         reset_peak(device)
         try:
-            first = time.perf_counter()
-            out = reward(images, prompts, meta)  # warm-up, and the figures' sanity
-            reps = 2 if time.perf_counter() - first < 3.0 else 1  # slow parts (OCR): one run each
-            toolkit = timed(lambda: reward(images, prompts, meta), device, reps, warmup=0)
-            scored = timed(lambda: reward.score_batch(pil, prompts, meta), device, reps,
-                           warmup=reps - 1)
-            forward, covers = bare_forward(reward, name, pil, prompts)
-            with torch.inference_mode():
-                model = timed(forward, device, reps + 1, warmup=reps - 1)
+            row, cost = time_batch(reward, name, images_all[:batch])
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
             if not is_oom(exc):
                 raise
             free_memory(device)
             rec.add(f"batch_{batch}", {"batch": batch, "oom": True})
             break
-        row: dict[str, Any] = {
-            "batch": batch, "images_per_s": batch / toolkit,
-            "score_batch_images_per_s": batch / scored, "model_images_per_s": batch / model,
-            "toolkit_over_model": toolkit / model, "model_forward": covers,
-            "peak_memory_gib": peak_memory_gib(device) if on_gpu else None,
-            "score_mean": float(out.scores.mean()), "scores_finite": bool(torch.isfinite(out.scores).all()),
-        }
-        if name == "geneval":
-            kept = [sum(len(v) for v in d["details"].values()) if isinstance(d.get("details"), dict)
-                    else 0 for d in out.details]
-            row["kept_detections_per_image"] = float(np.mean(kept))
+        row["peak_memory_gib"] = peak_memory_gib(device) if name != "ocr" else None
         rec.add(f"batch_{batch}", row)
-        last = (batch, 3 * toolkit + 3 * scored + 4 * model)  # this batch's whole cost
+        last = (batch, cost)
 
 
 def _modules(reward: Any) -> list[torch.nn.Module]:

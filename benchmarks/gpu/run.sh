@@ -83,6 +83,8 @@ status_line() {  # part status seconds
 }
 
 cd "$root"
+"$py" -c 'import json,sys; print(json.dumps({"part": "run", "key": "settings", "data": {"dry_run": sys.argv[1] == "1", "parts": sys.argv[2].split(), "time_box_s": int(sys.argv[3])}}))' \
+  "$dry" "$parts" "$total" >>"$out/results.jsonl"
 echo "nftkit GPU run: dry_run=$dry parts: $parts (time box ${total} s)" | tee -a "$log"
 for part in $parts; do
   if ! cmd="$(command_of "$part")"; then echo "unknown part $part" | tee -a "$log"; continue; fi
