@@ -203,3 +203,27 @@ def test_real_size_checkpoint_writers_load_through_the_plugins(
     meta = [{"tag": "colors", "include": [{"class": "apple", "count": 1, "color": "red"}]}] * 2
     out = reward(torch.rand(2, 3, 64, 64), ["a red apple"] * 2, meta)
     assert out.scores.shape == (2,) and torch.isfinite(out.scores).all()
+
+
+def test_counted_sd3_forward_flops_match_the_flop_model(gpu_modules: Path) -> None:
+    """torch's FLOP counter on the real-size transformer (meta device) against the model of
+    docs/performance.md: 2 FLOPs per weight per token of the stream it acts on, plus 4 T^2 d per
+    attention. d = 1536; 1024 image tokens (64 x 64 latents, patch 2) and 77 + 128 text tokens;
+    24 joint blocks (the last one's text stream only projects q, k, v), 13 extra image-only
+    attentions."""
+    from diffusers import SD3Transformer2DModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from common import load_configs
+
+    with torch.device("meta"):
+        model = SD3Transformer2DModel(**load_configs()["sd3.5-medium"]["transformer"])
+        x, text = torch.randn(1, 16, 64, 64), torch.randn(1, 205, 4096)
+        pooled, t = torch.randn(1, 2048), torch.tensor([500.0])
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(hidden_states=x, timestep=t, encoder_hidden_states=text,
+                  pooled_projections=pooled, return_dict=False)
+    d, image, txt = 1536, 1024, 205
+    linear = 2 * d * d * (24 * 12 * image + 23 * 12 * txt + 3 * txt + 13 * 4 * image)
+    attention = 4 * d * (24 * (image + txt) ** 2 + 13 * image**2)
+    assert counter.get_total_flops() == pytest.approx(linear + attention, rel=0.01)

@@ -62,7 +62,8 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
     lines += [f"| {name} | {_status(part)} |" for name, part in sorted(parts.items())
               if name != "run"]
     sample = parts.get("sd3-sample", {})
-    lines += ["", "## SD3.5-Medium sampling (10 dpm2 steps, CFG-free, VAE decode)", "",
+    model = sample.get("model", {}).get("model", "SD3")
+    lines += ["", f"## Sampling: {model} (10 dpm2 steps, CFG-free, VAE decode)", "",
               "| batch | images/s | peak GiB |", "|---|---|---|"]
     for key, row in sorted(sample.items(), key=lambda kv: kv[1].get("batch", 0)
                            if isinstance(kv[1], dict) else 0):
