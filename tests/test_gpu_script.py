@@ -211,10 +211,9 @@ def test_counted_sd3_forward_flops_match_the_flop_model(gpu_modules: Path) -> No
     attention. d = 1536; 1024 image tokens (64 x 64 latents, patch 2) and 77 + 128 text tokens;
     24 joint blocks (the last one's text stream only projects q, k, v), 13 extra image-only
     attentions."""
+    from common import load_configs
     from diffusers import SD3Transformer2DModel
     from torch.utils.flop_counter import FlopCounterMode
-
-    from common import load_configs
 
     with torch.device("meta"):
         model = SD3Transformer2DModel(**load_configs()["sd3.5-medium"]["transformer"])
