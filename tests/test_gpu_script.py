@@ -226,3 +226,38 @@ def test_counted_sd3_forward_flops_match_the_flop_model(gpu_modules: Path) -> No
     linear = 2 * d * d * (24 * 12 * image + 23 * 12 * txt + 3 * txt + 13 * 4 * image)
     attention = 4 * d * (24 * (image + txt) ** 2 + 13 * image**2)
     assert counter.get_total_flops() == pytest.approx(linear + attention, rel=0.01)
+
+
+def test_real_size_sd3_code_path_runs_on_cpu_with_shrunk_configs(tmp_path: Path,
+                                                                 gpu_modules: Path) -> None:
+    """The non-dry branch (configs.json's SD3 section, bf16 weights + autocast, batch 9 and 9
+    timesteps, MFU) with every width shrunk, through $NFTKIT_GPU_CONFIGS and --device cpu."""
+    from common import load_configs
+
+    cfg = load_configs()
+    sd3 = cfg["sd3.5-medium"]
+    sd3["transformer"].update(num_layers=2, num_attention_heads=2, attention_head_dim=16,
+                              caption_projection_dim=32, dual_attention_layers=[0],
+                              pos_embed_max_size=32, sample_size=16, joint_attention_dim=64,
+                              pooled_projection_dim=32)
+    sd3["vae"].update(block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=8,
+                      mid_block_add_attention=False, sample_size=64)
+    sd3["text_embeddings"].update(t5_dim=64, clip_projection_dim=16, max_sequence_length=16)
+    sd3["resolution"] = 64
+    (tmp_path / "configs.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    env = {**os.environ, "NFTKIT_GPU_CONFIGS": str(tmp_path / "configs.json"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(GPU_DIR / "sd3_parts.py"), "train", "--out", str(out),
+                           "--device", "cpu", "--budget", "200"],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from report import merge
+
+    train = merge(out / "results.jsonl")["sd3-train"]
+    model = train["model"]
+    assert (model["dtype"], model["autocast"], model["batch"], model["trained_timesteps"]) == (
+        "bfloat16", "bfloat16", 9, 9)
+    assert model["prompt_embeds_shape"] == [77 + 16, 64] and model["pooled_shape"] == [32]
+    assert 3.0 <= train["flops"]["step_over_forward"] / 9 <= 4.5
+    row = train["checkpointing_off"]
+    assert row["mfu"] == pytest.approx(row["achieved_tflops"] / 790.0, rel=1e-3)

@@ -31,9 +31,13 @@ RESULTS_LINES = "results.jsonl"
 DRY_ENV = "NFTKIT_GPU_DRY_RUN"
 
 
+CONFIGS_ENV = "NFTKIT_GPU_CONFIGS"
+
+
 def load_configs() -> dict[str, Any]:
-    """The real-size architectures of configs.json."""
-    return json.loads(CONFIGS.read_text())
+    """The real-size architectures of configs.json ($NFTKIT_GPU_CONFIGS: another file with
+    the same keys, e.g. shrunk sizes to exercise the real-size code path on a CPU)."""
+    return json.loads(Path(os.environ.get(CONFIGS_ENV, CONFIGS)).read_text())
 
 
 @dataclass
@@ -63,13 +67,16 @@ def parse_settings(description: str, extra: Callable[[argparse.ArgumentParser], 
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--dry-run", action="store_true", help="tiny configs on the CPU")
     parser.add_argument("--budget", type=float, default=60.0, help="time box of this part (s)")
+    parser.add_argument("--device", default=None,
+                        help="default: cuda (cpu in a dry run); cpu without --dry-run runs the "
+                        "real-size code path, with configs from $NFTKIT_GPU_CONFIGS")
     if extra is not None:
         extra(parser)
     args = parser.parse_args()
     dry = args.dry_run or os.environ.get(DRY_ENV, "") == "1"
-    if not dry and not torch.cuda.is_available():
+    device = torch.device(args.device or ("cpu" if dry else "cuda"))
+    if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: run with --dry-run (tiny configs on the CPU) or on a GPU machine")
-    device = torch.device("cpu" if dry else "cuda")
     dtype = torch.float32 if dry else torch.bfloat16
     args.out.mkdir(parents=True, exist_ok=True)
     settings = Settings(args.out, dry, device, dtype, args.budget, time.perf_counter())
