@@ -228,6 +228,7 @@ def test_counted_sd3_forward_flops_match_the_flop_model(gpu_modules: Path) -> No
     assert counter.get_total_flops() == pytest.approx(linear + attention, rel=0.01)
 
 
+@pytest.mark.slow
 def test_real_size_sd3_code_path_runs_on_cpu_with_shrunk_configs(tmp_path: Path,
                                                                  gpu_modules: Path) -> None:
     """The non-dry branch (configs.json's SD3 section, bf16 weights + autocast, batch 9 and 9

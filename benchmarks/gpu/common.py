@@ -110,6 +110,21 @@ def clean(value: Any) -> Any:
     return value
 
 
+def build_on(device: torch.device, build: Callable[[], Any]) -> Any:
+    """``build()`` with ``device`` as the default device (random init where the weights will
+    live: seconds instead of a minute of CPU init for billions of parameters); if a library
+    does not support that, build on the CPU instead (and say so)."""
+    if device.type == "cpu":
+        return build()
+    try:
+        with torch.device(device):
+            return build()
+    except Exception as exc:  # e.g. a numpy conversion of a tensor created on the GPU
+        print(f"building on {device} failed ({type(exc).__name__}: {exc}); building on the CPU",
+              flush=True)
+        return build()
+
+
 def sync(device: torch.device) -> None:
     """Wait for queued GPU work (no-op on CPU)."""
     if device.type == "cuda":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import build_on
 
 from nftkit.debug_tiny import make_tiny_weights
 
@@ -41,8 +42,7 @@ def write_clip(folder: Path, cfg: dict[str, Any], device: torch.device, seed: in
     config = CLIPConfig(text_config={**cfg["text"], "vocab_size": cfg["vocab_size"], **ids},
                         vision_config=cfg["vision"], projection_dim=cfg["projection_dim"])
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = CLIPModel(config).eval()
+    model = build_on(device, lambda: CLIPModel(config).eval())
     model.to(STORE_DTYPE).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     size = cfg["vision"]["image_size"]
@@ -96,8 +96,7 @@ def write_hpsv2(root: Path, cfg: dict[str, Any], device: torch.device) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     arch = open_clip.get_model_config(cfg["hpsv2"]["open_clip_arch"])
     torch.manual_seed(4)
-    with torch.device(device):
-        model = open_clip.CLIP(**arch)
+    model = build_on(device, lambda: open_clip.CLIP(**arch))
     torch.save({"state_dict": _cpu_state(model)}, folder / HPS_FILES["v2.1"])
 
 
@@ -114,12 +113,12 @@ def write_imagereward(root: Path, cfg: dict[str, Any], device: torch.device) -> 
     write_bert_vocab(folder)
     (folder / MED_CONFIG).write_text(json.dumps(spec["med_config"], indent=2))
     torch.manual_seed(5)
-    with torch.device(device):
-        blip = BlipForImageReward(VitShape(**spec["vit"]), BertShape.from_config(spec["med_config"]))
-        for name, param in blip.named_parameters():
-            if name.endswith(("cls_token", "pos_embed")):
-                torch.nn.init.normal_(param, std=0.02)
-        head = LinearHead(tuple(spec["mlp"]))
+    blip = build_on(device, lambda: BlipForImageReward(
+        VitShape(**spec["vit"]), BertShape.from_config(spec["med_config"])))
+    for name, param in blip.named_parameters():
+        if name.endswith(("cls_token", "pos_embed")):
+            torch.nn.init.normal_(param, std=0.02)
+    head = LinearHead(tuple(spec["mlp"]))
     state = {f"blip.{k}": v for k, v in _cpu_state(blip).items()}
     state |= {f"mlp.{k}": v for k, v in _cpu_state(head).items()}
     torch.save(state, folder / CHECKPOINT)
@@ -151,8 +150,7 @@ def write_geneval(root: Path, cfg: dict[str, Any], device: torch.device) -> None
             label2id={n: i for i, n in enumerate(names)},
         )
         torch.manual_seed(6)
-        with torch.device(device):
-            model = Mask2FormerForUniversalSegmentation(config).eval()
+        model = build_on(device, lambda: Mask2FormerForUniversalSegmentation(config).eval())
         with torch.no_grad():
             model.class_predictor.weight.mul_(40.0)
         model.to(STORE_DTYPE).save_pretrained(detector, safe_serialization=True)

@@ -30,7 +30,7 @@ if [ "$dry" = 1 ]; then
   default_parts="env sd3-train sd3-sample pytest-cuda rewards"
   flag=--dry-run
   export NFTKIT_GPU_DRY_RUN=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-  pytest_paths="tests/test_gpu_cuda.py"
+  pytest_paths="tests"
 else
   total="${NFTKIT_GPU_TOTAL_S:-450}"
   default_parts="env sd3-train sd3-sample pytest-cuda reward-pickscore reward-clipscore \

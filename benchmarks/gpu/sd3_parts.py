@@ -21,6 +21,7 @@ import torch
 from common import (
     Recorder,
     Settings,
+    build_on,
     free_memory,
     is_oom,
     load_configs,
@@ -59,8 +60,7 @@ def build_policy(settings: Settings) -> tuple[SD3Policy, dict[str, Any]]:
         )
         resolution, seq = real["resolution"], text["max_sequence_length"]
         name = "sd3.5-medium size (random init)"
-    with torch.device(settings.device):  # initialise the 2.5B parameters where they will live
-        pipeline = build_tiny_sd3(config)
+    pipeline = build_on(settings.device, lambda: build_tiny_sd3(config))
     autocast = None if settings.dry_run else torch.bfloat16
     policy = SD3Policy(pipeline, device=settings.device, dtype=settings.dtype,
                        resolution=resolution, autocast_dtype=autocast, max_sequence_length=seq)
