@@ -42,7 +42,9 @@ def _status(part: dict[str, Any] | None) -> str:
     if part is None:
         return "not run"
     status = part.get("_status", {})
-    return f"{status.get('status', 'running')} ({_fmt(status.get('seconds'))} s)"
+    if not status:
+        return "interrupted (its process ended before it finished)"
+    return f"{status.get('status')} ({_fmt(status.get('seconds'))} s)"
 
 
 def markdown(parts: dict[str, dict[str, Any]]) -> str:

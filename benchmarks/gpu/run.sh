@@ -11,7 +11,7 @@
 # time leaves the others' figures. All output also goes to OUTDIR/run.log.
 # --dry-run (or NFTKIT_GPU_DRY_RUN=1): the same code on the CPU with tiny configs, no install.
 # On the device: installs the wheels carried in <repo>/.whl (benchmarks/gpu/fetch-wheels.sh).
-# NFTKIT_GPU_TOTAL_S overrides the overall time box (default 450 s; dry run 170 s).
+# NFTKIT_GPU_TOTAL_S overrides the overall time box (default 450 s; dry run 240 s).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -26,7 +26,7 @@ py="${PYTHON:-python3}"
 t0=$(date +%s)
 
 if [ "$dry" = 1 ]; then
-  total="${NFTKIT_GPU_TOTAL_S:-170}"
+  total="${NFTKIT_GPU_TOTAL_S:-240}"
   default_parts="env sd3-train sd3-sample pytest-cuda rewards"
   flag=--dry-run
   export NFTKIT_GPU_DRY_RUN=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
