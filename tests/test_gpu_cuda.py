@@ -41,7 +41,7 @@ def tiny_policy(device: str, **kwargs: object) -> object:
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b|| in float64."""
-    a, b = a.double().cpu(), b.double().cpu()
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
     return float((a - b).norm() / b.norm())
 
 
@@ -135,3 +135,19 @@ def test_seeded_sampling_on_cuda_does_not_depend_on_the_batch_size() -> None:
     for a, b in zip(one, four, strict=True):
         diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
         assert diff.max() <= 1, f"pixels differ by {diff.max()} between batch sizes 1 and 4"
+
+
+def test_shapes_policy_on_cuda_matches_cpu_and_defaults_to_bf16(tiny_model_dir: Path) -> None:
+    from nftkit.policies.shapes import ShapesPolicy
+
+    cpu = ShapesPolicy.from_pretrained(tiny_model_dir, device="cpu", autocast_dtype=None)
+    gpu = ShapesPolicy.from_pretrained(tiny_model_dir, device="cuda", autocast_dtype=None)
+    torch.manual_seed(0)
+    x = torch.randn(3, *cpu.latent_shape)
+    t = torch.tensor([0.9, 0.5, 0.1])
+    v_cpu = cpu.velocity(x, t, cpu.encode_prompts(PROMPTS[:3]), adapter=None)
+    v_gpu = gpu.velocity(x.cuda(), t.cuda(), gpu.encode_prompts(PROMPTS[:3]), adapter=None)
+    assert v_gpu.device.type == "cuda"
+    assert relative_error(v_gpu, v_cpu) < 1e-4
+    auto = ShapesPolicy.from_pretrained(tiny_model_dir, device="cuda")
+    assert auto.autocast_dtype == torch.bfloat16  # the AUTO default on a bf16-capable GPU
