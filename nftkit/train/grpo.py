@@ -142,10 +142,16 @@ class GRPOTrainer(AdapterTrainer):
 
         if scale == 1.0:
             return velocity(x, t, cond)
-        if self._uncond is None:  # the empty prompt, encoded once (the reference's negative)
+        first = self._uncond is None
+        if first:  # the empty prompt, encoded once (the reference's negative prompt)
             self._uncond = self.policy.encode_prompts([""])
-        uncond = repeat_cond(self._uncond, x.shape[0])
-        return cfg_velocity(velocity, x, t, cond, uncond, scale)
+        v = cfg_velocity(velocity, x, t, cond, repeat_cond(self._uncond, x.shape[0]), scale)
+        if first and not bool(torch.isfinite(v).all()):
+            raise UsageError(
+                f"{type(self.policy).__name__} gives a non-finite guided velocity for the empty "
+                f"prompt; this model cannot use guidance_scale={scale}: set guidance_scale=1.0"
+            )
+        return v
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
