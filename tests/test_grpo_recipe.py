@@ -322,3 +322,38 @@ def test_shapes_grpo_presets_stay_cfg_free(name: str) -> None:
     assert cfg.guidance_scale == 1.0 and GRPOConfig().guidance_scale == 1.0
     with pytest.raises(Exception, match="guidance_scale must be > 0"):
         GRPOConfig(guidance_scale=0.0)
+
+
+def test_tiny_sd3_grpo_guides_against_the_empty_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nftkit.policies.tiny_sd3 import save_tiny_sd3
+    from tests.sd3_helpers import PROMPTS
+
+    policy = load_policy(save_tiny_sd3(tmp_path / "tiny"), autocast_dtype=None)
+    config = GRPOConfig(epochs=1, prompts_per_epoch=2, group_size=2, num_steps=2,
+                        sample_batch_size=4, train_batch_size=2, lora_rank=2, lora_alpha=4,
+                        guidance_scale=4.5, seed=1)
+    trainer = GRPOTrainer(policy, RewardComposer("jpeg"), [PromptItem(p) for p in PROMPTS[:2]],
+                          config, tmp_path / "out")
+    x = torch.randn((2, *policy.latent_shape), generator=torch.Generator().manual_seed(0))
+    t = torch.full((2,), 0.8)
+    cond = policy.encode_prompts(PROMPTS[:2])
+    v_c = policy.velocity(x, t, cond, adapter="old")
+    v_u = policy.velocity(x, t, policy.encode_prompts(["", ""]), adapter="old")
+    guided = trainer.guided_velocity(x, t, cond, "old")
+    assert torch.allclose(guided, v_u + 4.5 * (v_c - v_u), atol=1e-4)
+    assert not torch.allclose(guided, v_c, atol=1e-2)
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_loss = grpo_module.grpo_loss
+
+    def spy(log_prob: torch.Tensor, old: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        seen.append((log_prob.detach().clone(), old.clone()))
+        return real_loss(log_prob, old, *args, **kwargs)
+
+    monkeypatch.setattr(grpo_module, "grpo_loss", spy)
+    record = trainer.run_epoch()
+    assert record["step"] == 2 and len(seen) == 2  # 2 batches x int(0.99 * 2) = 1 step
+    log_prob, old = seen[0]  # guided in training as in sampling: on-policy before the update
+    assert torch.allclose(log_prob, old, atol=1e-4)
