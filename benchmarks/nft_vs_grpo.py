@@ -30,7 +30,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nftkit.compose import RewardComposer
-from nftkit.evaluate import EvalSettings, run_evaluation
+from nftkit.eval import EvalSettings, run_evaluation
 from nftkit.evaluators.shapes import ShapesEvaluator
 from nftkit.policies.loading import load_policy
 from nftkit.train.algos import TITLES, TrainConfig, trainer_class

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from nftkit.evaluate import EvalSettings, run_evaluation
+from nftkit.eval import EvalSettings, run_evaluation
 from nftkit.evaluators.shapes import ShapesEvaluator
 from nftkit.policies.loading import load_policy
 from nftkit.results.store import ResultsStore

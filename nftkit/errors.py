@@ -17,6 +17,10 @@ class PluginLoadError(NftkitError):
     """A plugin was found but importing it failed."""
 
 
+class InvalidPluginError(PluginLoadError):
+    """A plugin imported but breaks its group's contract (the message says what to implement)."""
+
+
 class MissingWeightsError(NftkitError):
     """Model weights could not be found; the message says where we looked and what to do."""
 

@@ -273,7 +273,9 @@ def test_non_finite_reward_fails_the_training_run_cleanly(
     ("name", "needles"),
     [
         ("wrongshape", ["reward 'wrongshape' returned scores of shape (3,), expected (2,)"]),
-        ("notareward", ["reward 'notareward' returned Tensor, expected a RewardOutput"]),
+        # not a Reward subclass: the registry's contract refuses it before it is called
+        ("notareward", ["plugin 'notareward'", "is invalid",
+                        "not a subclass of nftkit.rewards.base.Reward"]),
     ],
 )
 def test_reward_with_wrong_output(

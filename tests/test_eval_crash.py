@@ -162,9 +162,9 @@ def test_eval_killed_at_each_point_resumes_to_the_uninterrupted_result(
 
 
 def test_every_eval_fault_point_is_registered() -> None:
+    package = Path(__file__).resolve().parents[1] / "nftkit"
     source = "".join(
-        (Path(__file__).resolve().parents[1] / "nftkit" / f).read_text()
-        for f in ("evaluate.py", "eval_session.py", "results/store.py")
+        f.read_text() for f in [*(package / "eval").glob("*.py"), *(package / "results").glob("*.py")]
     )
     used = set(re.findall(r'fault_point\("([a-z-]+)"', source))
     assert used == {"eval-mid-png", "eval-after-png", "mid-add-samples", "eval-after-batch",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nftkit.errors import UsageError
-from nftkit.evaluate import EvalSettings, generate, run_evaluation
+from nftkit.eval import EvalSettings, generate, run_evaluation
 from nftkit.evaluators.geneval import GenevalEvaluator
 from nftkit.policies.sd3 import SD3Policy
 from nftkit.results.store import ResultsStore

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nftkit.cli.main import app
-from nftkit.eval_session import record_to_row
+from nftkit.eval.recording import record_to_row
 from nftkit.registry import evaluator_class
 from nftkit.results.store import ResultsStore
 

@@ -126,7 +126,7 @@ def test_nft_epoch_on_cuda_updates_the_lora_on_the_gpu(tmp_path: Path) -> None:
 def test_seeded_sampling_on_cuda_does_not_depend_on_the_batch_size() -> None:
     import numpy as np
 
-    from nftkit.evaluate import EvalSettings, generate
+    from nftkit.eval import EvalSettings, generate
 
     policy = tiny_policy("cuda")
     seeds = [11, 12, 13, 14]

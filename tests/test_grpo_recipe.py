@@ -18,7 +18,7 @@ import torch
 
 import nftkit.train.grpo as grpo_module
 from nftkit.compose import RewardComposer, RewardTerm
-from nftkit.evaluate import EvalSettings
+from nftkit.eval import EvalSettings
 from nftkit.policies.loading import load_policy
 from nftkit.rewards.base import Reward, RewardOutput
 from nftkit.shapes.prompts import split_prompts

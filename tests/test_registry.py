@@ -40,6 +40,17 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (broken / "nftkit_broken" / "__init__.py").write_text(
         "raise RuntimeError('this plugin is broken on purpose')\n"
     )
+    (broken / "nftkit_half_done").mkdir()
+    (broken / "nftkit_half_done" / "__init__.py").write_text(textwrap.dedent("""
+        import torch
+        from nftkit.rewards.base import Reward, RewardOutput
+
+        class HalfDone(Reward):
+            name = "half-done"
+
+            def __call__(self, images, prompts, metadata=None):
+                return RewardOutput(torch.zeros(len(prompts)))
+    """))
     (broken / "pyproject.toml").write_text(textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=70"]
@@ -49,8 +60,9 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         version = "9.9"
         [project.entry-points."nftkit.rewards"]
         broken = "nftkit_broken:Reward"
+        half-done = "nftkit_half_done:HalfDone"
         [tool.setuptools]
-        packages = ["nftkit_broken"]
+        packages = ["nftkit_broken", "nftkit_half_done"]
     """))
     _pip_install_target(broken, target)
     return target
@@ -102,6 +114,48 @@ def test_using_a_broken_plugin_fails_with_one_line(plugin_path: Path, tmp_path: 
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "broken on purpose" in result.stderr
+
+
+def test_an_invalid_plugin_is_listed_invalid_and_refused_in_one_line(
+    plugin_path: Path, tmp_path: Path
+) -> None:
+    listed = run_cli("rewards", "list", "--json", env=_env(plugin_path))
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert rows["half-done"]["status"] == "invalid"
+    assert "does not implement score_batch" in rows["half-done"]["error"]
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    used = run_cli("score", "--rewards", "half-done", "--images", str(tmp_path),
+                   env=_env(plugin_path))
+    assert used.returncode == 1
+    assert used.stderr.strip().count("\n") == 0
+    assert "is invalid" in used.stderr and "score_batch" in used.stderr
+    assert "TypeError" not in used.stderr
+
+
+def test_a_tensor_plugin_scores_a_folder_of_mixed_sizes(plugin_path: Path, tmp_path: Path) -> None:
+    """512 and 256 px images interleaved, batch size 2: every image scored, in file order."""
+    images = tmp_path / "mixed"
+    images.mkdir()
+    halves = np.zeros((256, 256, 3), dtype=np.uint8)
+    halves[:, :128] = (255, 0, 0)
+    halves[:, 128:] = (0, 0, 255)
+    Image.new("RGB", (512, 512), (255, 0, 0)).save(images / "a_red_512.png")
+    Image.new("RGB", (256, 256), (128, 128, 128)).save(images / "b_grey_256.png")
+    Image.new("RGB", (512, 512), (0, 0, 255)).save(images / "c_blue_512.png")
+    Image.fromarray(halves).save(images / "d_halves_256.png")
+    Image.new("RGB", (512, 512), (255, 255, 0)).save(images / "e_yellow_512.png")
+    result = run_cli("score", "--rewards", "colorfulness", "--images", str(images),
+                     "--batch-size", "2", "--json", env=_env(plugin_path))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(r["image"]).name for r in rows] == sorted(p.name for p in images.iterdir())
+    # one colour: no spread, M = 0.3 * sqrt(mean_rg^2 + mean_yb^2)
+    red = 0.3 * (255.0**2 + 127.5**2) ** 0.5  # rg = 255, yb = 127.5
+    blue = 0.3 * 255.0  # rg = 0, yb = -255
+    yellow = 0.3 * 255.0  # rg = 0, yb = 255
+    expected = [red, 0.0, blue, 229.855 + 0.3 * 142.548, yellow]
+    got = [r["scores"]["colorfulness"] for r in rows]
+    assert got == pytest.approx(expected, rel=1e-3, abs=1e-6)
 
 
 def test_allow_and_deny_lists(plugin_path: Path) -> None:

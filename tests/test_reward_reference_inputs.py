@@ -19,7 +19,7 @@ from PIL import Image
 
 from nftkit.errors import UsageError
 from nftkit.evaluators.drawbench import DrawBenchEvaluator
-from nftkit.evaluators.layout import load_png
+from nftkit.eval.layout import load_png
 from nftkit.images import ensure_rgb, load_image
 from nftkit.registry import create_reward
 

@@ -29,7 +29,7 @@ def demo(
 
     from nftkit.cli.leaderboard import leaderboard
     from nftkit.cli.train import train
-    from nftkit.evaluate import EvalSettings, run_evaluation
+    from nftkit.eval import EvalSettings, run_evaluation
     from nftkit.evaluators.shapes import ShapesEvaluator
     from nftkit.policies.loading import load_policy
     from nftkit.results.store import ResultsStore

@@ -73,7 +73,8 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Evaluate a model on a benchmark suite (or score existing images) and record the run."""
-    from nftkit.evaluate import EvalSettings, run_evaluation, score_images
+    from nftkit.eval import EvalSettings
+    from nftkit.eval import evaluate as evaluate_suite
     from nftkit.results.store import ResultsStore, database_url
     from nftkit.train.distributed import Distributed
 
@@ -100,19 +101,17 @@ def evaluate(
         def update(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        if images is not None:
-            report = score_images(evaluator, images, model, store=store, batch_size=batch_size,
-                                  progress=update, output_dir=output, dist=dist)
-        else:
+        policy = None
+        if images is None:
             from nftkit.policies.loading import load_policy
 
             policy = load_policy(model, device=dist.device(device), base=base)
-            settings = EvalSettings(
-                steps=steps or evaluator.default_steps, solver=solver or evaluator.default_solver,
-                cfg=cfg, seed=seed, batch_size=batch_size, limit=limit,
-            )
-            report = run_evaluation(policy, evaluator, model, settings, store=store,
-                                    progress=update, output_dir=output, dist=dist)
+        settings = EvalSettings(
+            steps=steps or evaluator.default_steps, solver=solver or evaluator.default_solver,
+            cfg=cfg, seed=seed, batch_size=batch_size, limit=limit,
+        )
+        report = evaluate_suite(evaluator, settings, policy=policy, images=images, model_name=model,
+                                store=store, progress=update, output_dir=output, dist=dist)
     if not dist.is_main:
         return
     if as_json:

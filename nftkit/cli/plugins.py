@@ -40,7 +40,7 @@ def _print(registry: Registry, as_json: bool) -> None:
     for column in ("name", "status", "distribution", "version", "description / error"):
         table.add_column(column)
     for r in rows:
-        status = "[green]ok[/]" if r["status"] == "ok" else "[red]failed[/]"
+        status = "[green]ok[/]" if r["status"] == "ok" else f"[red]{r['status']}[/]"
         text = r.get("description", "") if r["status"] == "ok" else r["error"]
         table.add_row(r["name"], status, r["distribution"] or "", r["version"] or "", text or "")
     Console().print(table)
@@ -50,7 +50,7 @@ def _print(registry: Registry, as_json: bool) -> None:
 def list_rewards(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
-    """List installed reward plugins with their load status."""
+    """List installed reward plugins with their status (ok, failed to import, invalid)."""
     _print(REWARDS, as_json)
 
 
@@ -76,5 +76,5 @@ def download_rewards(
 def list_evaluators(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
 ) -> None:
-    """List installed evaluator plugins with their load status."""
+    """List installed evaluator plugins with their status (ok, failed to import, invalid)."""
     _print(EVALUATORS, as_json)

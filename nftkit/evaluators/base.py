@@ -104,3 +104,28 @@ class Evaluator(ABC):
     def score(self, images: Sequence[Image.Image], specs: Sequence[PromptSpec]) -> SuiteResult:
         """Score images and summarize in one go."""
         return self.summarize(self.score_samples(images, specs))
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def metadata_problems(cls: type[Evaluator]) -> list[str]:
+    """What is wrong with an evaluator class's metadata (empty when it is fine); for the registry."""
+    from nftkit.train.sampling import SOLVERS
+
+    problems = []
+    for key in ("n_samples", "default_steps"):
+        if not _positive_int(getattr(cls, key)):
+            problems.append(f"{key} must be an integer >= 1, got {getattr(cls, key)!r}")
+    if cls.default_solver not in SOLVERS:
+        problems.append(f"default_solver must be one of {', '.join(SOLVERS)}, "
+                        f"got {cls.default_solver!r}")
+    if not isinstance(cls.primary_metric, str) or not cls.primary_metric:
+        problems.append(f"primary_metric must be a non-empty string, got {cls.primary_metric!r}")
+    if not isinstance(cls.description, str):
+        problems.append(f"description must be a string, got {cls.description!r}")
+    keys = cls.row_info_keys
+    if not isinstance(keys, tuple) or not all(isinstance(k, str) for k in keys):
+        problems.append(f"row_info_keys must be a tuple of strings, got {keys!r}")
+    return problems

@@ -7,6 +7,7 @@ a writer waits for the lock instead of failing half way. PostgreSQL goes through
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,25 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from nftkit.errors import NftkitError, UsageError
 
+DEFAULT_DB_URL = "sqlite:///nftkit.db"
+DB_ENV = "NFTKIT_DB"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
 WRITE_OPTION = "nftkit_write"
 """Execution option that marks a connection as a writer (SQLite: ``BEGIN IMMEDIATE``)."""
 
 _PASSWORD_RE = re.compile(r"(://[^:/@]*:)[^@/]*@")
+
+
+def database_url(explicit: str | None = None) -> str:
+    """The results database URL: ``explicit`` (--db), else $NFTKIT_DB, else ``./nftkit.db``.
+
+    A bare filesystem path is turned into a SQLite URL; ``postgresql://`` means psycopg 3.
+    """
+    if explicit is not None:
+        return normalize_url(explicit)
+    env = os.environ.get(DB_ENV, "").strip()
+    return normalize_url(env) if env else DEFAULT_DB_URL
 
 
 def normalize_url(url: str) -> str:

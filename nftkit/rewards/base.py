@@ -5,7 +5,9 @@ A reward is a class with metadata on the class (``name``, ``higher_is_better``, 
 ``reward(images, prompts, metadata=None) -> RewardOutput``. Models load lazily on first call,
 on the device given at construction. Subclasses implement ``load`` (optional) and
 ``score_batch``; the base class validates inputs, converts images to what the subclass
-declares in ``input_format``, splits into batches and checks what comes back.
+declares in ``input_format``, splits into batches and checks what comes back. A tensor batch
+holds images of one size: images of mixed sizes are scored in same-size sub-batches and the
+scores and details come back in the input order.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from PIL import Image
 
 from nftkit.errors import InputError, InvalidScoreError
 from nftkit.images import ImageBatch, batch_size_of, to_pil, to_tensor
+
+INPUT_FORMATS = ("pil", "tensor")
 
 
 @dataclass
@@ -110,11 +114,18 @@ class Reward(ABC):
         if n == 0:
             return RewardOutput(torch.zeros(0), [])
         self.ensure_loaded()
-        converted = self.convert_images(images)
+        if self.input_format == "tensor" and not isinstance(images, torch.Tensor):
+            return self._score_by_size(images, prompts, meta)
+        return self._score_in_batches(self.convert_images(images), prompts, meta)
+
+    def _score_in_batches(
+        self, converted: Any, prompts: list[str], meta: list[dict[str, Any]]
+    ) -> RewardOutput:
+        """Score converted images in chunks of ``batch_size``, checking each chunk's output."""
         scores: list[torch.Tensor] = []
         details: list[dict[str, Any]] = []
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
+        for start in range(0, len(prompts), self.batch_size):
+            stop = min(start + self.batch_size, len(prompts))
             out = self.score_batch(converted[start:stop], prompts[start:stop], meta[start:stop])
             self._check_output(out, stop - start)
             scores.append(out.scores)
@@ -126,6 +137,25 @@ class Reward(ABC):
         if self.input_format == "tensor":
             return to_tensor(images, self.alpha)
         return to_pil(images, self.alpha)
+
+    def _score_by_size(
+        self, images: list[Image.Image], prompts: list[str], meta: list[dict[str, Any]]
+    ) -> RewardOutput:
+        """Tensor-format scoring of PIL input: one sub-batch per image size, input order kept."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(image.size, []).append(i)
+        if len(groups) == 1:
+            return self._score_in_batches(self.convert_images(images), prompts, meta)
+        scores = torch.zeros(len(prompts), dtype=torch.float32)
+        details: list[dict[str, Any]] = [{} for _ in prompts]
+        for indices in groups.values():
+            out = self._score_in_batches(self.convert_images([images[i] for i in indices]),
+                                         [prompts[i] for i in indices], [meta[i] for i in indices])
+            scores[indices] = out.scores
+            for i, detail in zip(indices, out.details, strict=True):
+                details[i] = detail
+        return RewardOutput(scores, details)
 
     def info(self) -> dict[str, Any]:
         """Metadata as a JSON-friendly dict."""
@@ -145,6 +175,32 @@ class Reward(ABC):
             raise InvalidScoreError(
                 f"reward '{self.name}' returned {len(out.details)} details for {expected} images"
             )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def metadata_problems(cls: type[Reward]) -> list[str]:
+    """What is wrong with a reward class's metadata (empty when it is fine); for the registry."""
+    problems = []
+    if not isinstance(cls.higher_is_better, bool):
+        problems.append(f"higher_is_better must be True or False, got {cls.higher_is_better!r}")
+    low_high = cls.score_range
+    if (not isinstance(low_high, tuple | list) or len(low_high) != 2
+            or not all(_is_number(v) for v in low_high)):
+        problems.append(f"score_range must be two numbers (low, high), got {low_high!r}")
+    elif math.isnan(low_high[0]) or math.isnan(low_high[1]) or low_high[0] > low_high[1]:
+        problems.append(f"score_range must have low <= high, got {tuple(low_high)!r}")
+    if cls.input_format not in INPUT_FORMATS:
+        problems.append(f"input_format must be one of {', '.join(map(repr, INPUT_FORMATS))}, "
+                        f"got {cls.input_format!r}")
+    for key in ("version", "description"):
+        if not isinstance(getattr(cls, key), str):
+            problems.append(f"{key} must be a string, got {getattr(cls, key)!r}")
+    if not isinstance(cls.needs_metadata, bool):
+        problems.append(f"needs_metadata must be True or False, got {cls.needs_metadata!r}")
+    return problems
 
 
 def reward_info(cls: type[Reward]) -> dict[str, Any]:

@@ -164,7 +164,7 @@ def _policy_kwargs(options: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _grid_images(policy: Any, prompts: list[Any], adapter: str | None) -> list[Any]:
-    from nftkit.evaluate import EvalSettings, generate
+    from nftkit.eval import EvalSettings, generate
 
     settings = EvalSettings(steps=20, batch_size=len(prompts) or 1)
     seeds = [GRID_SEED + i for i in range(len(prompts))]

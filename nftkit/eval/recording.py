@@ -1,4 +1,4 @@
-"""The results side of one evaluation: find or start its run, record rows, finish it.
+"""The fourth stage of an evaluation: its run in the store; find or start it, record rows, finish.
 
 A run is identified by its config hash (suite, model, sampling settings, prompt-set
 fingerprint, suite options and output folder; not the batch size nor the number of
@@ -78,7 +78,7 @@ class EvalSession:
             if self.dist.enabled:
                 raise NftkitError("several processes need a results database to share the run")
             return None
-        from nftkit.results.store import config_hash
+        from nftkit.results.values import config_hash
 
         digest = config_hash(self.config)
         suite = self.evaluator.name

@@ -1,7 +1,7 @@
-"""Overlapping image production and scoring: a scoring thread consumes a queue of batches.
+"""The third stage of an evaluation: score each batch while the next one is produced.
 
 The calling thread produces images batch by batch (generating or loading them); a scoring
-thread scores each batch and records its rows, so the model generates batch k + 1 while the
+thread consumes a queue of batches, scores each one and hands its rows to a recorder, so the model generates batch k + 1 while the
 rewards score batch k. A failure on either side stops both and is raised in the caller.
 """
 
@@ -10,32 +10,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from nftkit.evaluators.base import Evaluator, PromptSpec
+from nftkit.eval.specs import EvalItem
+from nftkit.evaluators.base import Evaluator
 
 _POLL_S = 0.1
-
-
-@dataclass(frozen=True)
-class EvalItem:
-    """One image of an evaluation: its prompt (index in the suite, spec) and sample index."""
-
-    prompt_index: int
-    spec: PromptSpec
-    sample_index: int
-    seed: int | None = None
-    image_path: Path | None = None
-
-    @property
-    def key(self) -> tuple[str, int]:
-        """(prompt id, sample index): the image's identity in the results store."""
-        return (self.spec.id, self.sample_index)
-
 
 Producer = Callable[[Sequence[EvalItem]], list[Image.Image]]
 Recorder = Callable[[list[dict[str, Any]]], None]
