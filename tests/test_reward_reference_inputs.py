@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from nftkit.errors import UsageError
-from nftkit.evaluators.drawbench import DrawBenchEvaluator
 from nftkit.eval.layout import load_png
+from nftkit.evaluators.drawbench import DrawBenchEvaluator
 from nftkit.images import ensure_rgb, load_image
 from nftkit.registry import create_reward
 
