@@ -32,11 +32,10 @@ def _heapsort(v: Sequence[float], idx: list[int], start: int, n: int) -> None:
     def put(k: int, value: int) -> None:
         idx[start + k - 1] = value
 
-    for low in range(n >> 1, 0, -1):
-        tmp = get(low)
-        i, j = low, low << 1
-        while j <= n:
-            if j < n and _less(v[get(j)], v[get(j + 1)]):
+    def sift_down(i: int, tmp: int, size: int) -> None:
+        j = i << 1
+        while j <= size:
+            if j < size and _less(v[get(j)], v[get(j + 1)]):
                 j += 1
             if _less(v[tmp], v[get(j)]):
                 put(i, get(j))
@@ -44,20 +43,14 @@ def _heapsort(v: Sequence[float], idx: list[int], start: int, n: int) -> None:
             else:
                 break
         put(i, tmp)
+
+    for low in range(n >> 1, 0, -1):
+        sift_down(low, get(low), n)
     while n > 1:
         tmp = get(n)
         put(n, get(1))
         n -= 1
-        i, j = 1, 2
-        while j <= n:
-            if j < n and _less(v[get(j)], v[get(j + 1)]):
-                j += 1
-            if _less(v[tmp], v[get(j)]):
-                put(i, get(j))
-                i, j = j, j + j
-            else:
-                break
-        put(i, tmp)
+        sift_down(1, tmp, n)
 
 
 def argsort_numpy123(values: Sequence[float]) -> list[int]:
