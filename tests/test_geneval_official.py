@@ -300,3 +300,16 @@ def test_reward_drops_alpha_and_classifies_null_color_clauses() -> None:
     assert seen.mode == "RGB" and seen.getpixel((0, 0)) == (200, 10, 20)  # convert("RGB")
     assert colors.asked == ["car"]
     assert out.details[0]["reason"] == "expected None car>=1, found 0 None; and 1 red"
+
+
+def test_tie_order_matches_numpy_123_where_introsort_falls_back_to_heapsort() -> None:
+    """Arrays deep enough to hit the heapsort branch, ordered as numpy 1.23.5 itself ordered them."""
+    import json
+    from pathlib import Path
+
+    from nftkit.rewards._reference_sort import argsort_numpy123
+
+    fixture = json.loads((Path(__file__).parent / "data" / "numpy123_argsort_heapsort.json")
+                         .read_text())
+    for case in fixture["cases"]:
+        assert argsort_numpy123(case["values"]) == case["argsort"]
