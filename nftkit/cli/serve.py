@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from nftkit.cli.validation import check_device, check_reward_names
 from nftkit.serve.server import ServeOptions, parse_reward_names, run_server
 
 
@@ -30,4 +31,7 @@ def serve(
         max_body_mb=max_body_mb,
         device=device,
     )
+    options.validate()
+    check_reward_names(options.rewards)  # before any reward model loads
+    check_device(device)
     run_server(options)
