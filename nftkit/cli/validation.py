@@ -157,13 +157,13 @@ def check_model(model: str, base: str | None = None) -> None:
 
 def check_hub_model_cached(repo_id: str) -> None:
     """When the hub is offline (HF_HUB_OFFLINE), ``repo_id`` must be in the local cache."""
-    from nftkit.rewards._sources import hub_cache_dir, hub_offline
+    from nftkit.rewards._sources import hub_offline
 
     if not hub_offline():
         return  # a download will be tried by the loader, with its own clear error
     from huggingface_hub import try_to_load_from_cache
 
-    cache = hub_cache_dir()
+    cache = hub_cache()
     found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=cache)
     if isinstance(found, str):
         return
@@ -172,6 +172,17 @@ def check_hub_model_cached(repo_id: str) -> None:
         f"run `huggingface-cli download {repo_id}` where the hub is reachable (or set HF_HOME / "
         "HF_HUB_CACHE to the cache that has it), or pass --model DIR with a diffusers folder"
     )
+
+
+def hub_cache() -> str:
+    """The Hugging Face hub cache as the environment names it now (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    from nftkit.rewards._sources import hub_cache_dir
+
+    return hub_cache_dir()
 
 
 def validate_train(spec: Any) -> None:
