@@ -642,3 +642,38 @@ def test_resume_with_every_checkpoint_damaged_is_an_error_not_a_restart(
     assert (out / "history.jsonl").read_text() == history  # nothing trained from scratch
     assert not list((out / "checkpoints").glob("step-*"))  # set aside, not overwritten
     assert [r.id for r in ResultsStore(db).list_runs(kind="train")] == [run.id]
+
+
+@pytest.mark.parametrize(
+    ("failure", "needles"),
+    [("missing", ["not on the hub", "no such repository"]),
+     ("network", ["the hub cannot be reached", "ConnectionError", "huggingface-cli download"])],
+)
+def test_uncached_hub_model_online_is_looked_up_before_any_download(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str, needles: list[str]
+) -> None:
+    import urllib.request
+
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from nftkit.cli import validation
+
+    def lookup(repo_id: str) -> None:
+        assert repo_id == "does/not-exist"
+        if failure == "network":
+            raise ConnectionError("Name or service not known")
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)
+        error.args = ("404 Client Error",)
+        raise error
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("NFTKIT_CACHE", str(tmp_path / "nftkit-cache"))
+    monkeypatch.setattr(validation, "hub_model_info", lookup)
+    monkeypatch.setattr(urllib.request, "urlopen", no_download)
+    _nothing_written(cli, tmp_path, ["eval", "--model", "does/not-exist", "--suite", "geneval"],
+                     1, "model 'does/not-exist'", *needles)

@@ -156,22 +156,50 @@ def check_model(model: str, base: str | None = None) -> None:
 
 
 def check_hub_model_cached(repo_id: str) -> None:
-    """When the hub is offline (HF_HUB_OFFLINE), ``repo_id`` must be in the local cache."""
-    from nftkit.rewards._sources import hub_offline
+    """A hub id that can be loaded: in the local cache, or (online) a repository on the hub.
 
-    if not hub_offline():
-        return  # a download will be tried by the loader, with its own clear error
+    Offline (HF_HUB_OFFLINE) it must be cached. Online, an uncached id is looked up (metadata
+    only, nothing downloaded): a repository that does not exist, or a hub that cannot be
+    reached, fails now instead of after the prompt sets were fetched.
+    """
     from huggingface_hub import try_to_load_from_cache
 
+    from nftkit.rewards._sources import hub_offline
+
     cache = hub_cache()
-    found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=cache)
-    if isinstance(found, str):
+    if isinstance(try_to_load_from_cache(repo_id, "model_index.json", cache_dir=cache), str):
         return
-    raise MissingWeightsError(
-        f"model '{repo_id}' is not in the Hugging Face cache {cache} and HF_HUB_OFFLINE is set: "
-        f"run `huggingface-cli download {repo_id}` where the hub is reachable (or set HF_HOME / "
-        "HF_HUB_CACHE to the cache that has it), or pass --model DIR with a diffusers folder"
-    )
+    provide = (f"run `huggingface-cli download {repo_id}` where the hub is reachable (or set "
+               "HF_HOME / HF_HUB_CACHE to the cache that has it), or pass --model DIR with a "
+               "diffusers folder (an offline test model: `nftkit debug make-tiny-sd3 DIR`)")
+    if hub_offline():
+        raise MissingWeightsError(f"model '{repo_id}' is not in the Hugging Face cache {cache} "
+                                  f"and HF_HUB_OFFLINE is set: {provide}")
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        hub_model_info(repo_id)
+    except GatedRepoError:
+        return  # it exists; the loader explains the licence and login
+    except RepositoryNotFoundError:
+        raise MissingWeightsError(
+            f"model '{repo_id}' is not in the Hugging Face cache {cache} and not on the hub (no "
+            "such repository, or a private one: `huggingface-cli login`); check the id, or pass "
+            "--model DIR with a diffusers folder"
+        ) from None
+    except Exception as exc:  # network: the weights could not be downloaded either
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
+        raise MissingWeightsError(
+            f"model '{repo_id}' is not in the Hugging Face cache {cache} and the hub cannot be "
+            f"reached ({reason}): {provide}"
+        ) from None
+
+
+def hub_model_info(repo_id: str) -> Any:
+    """The hub's metadata of ``repo_id`` (one small request, 10 s timeout)."""
+    from huggingface_hub import HfApi
+
+    return HfApi().model_info(repo_id, timeout=10)
 
 
 def hub_cache() -> str:
