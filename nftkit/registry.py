@@ -165,6 +165,11 @@ class Registry:
         known = ", ".join(names) if names else "none installed"
         return UnknownPluginError(f"unknown {self.kind} '{name}'.{hint} Available: {known}.")
 
+    def check_name(self, name: str) -> None:
+        """Raise UnknownPluginError ("did you mean") unless ``name`` is enabled; imports nothing."""
+        if name not in self._entry_points():
+            raise self._unknown(name)
+
     def load(self, name: str) -> Any:
         """Import, check and return the plugin object for ``name`` (usually a class).
 

@@ -371,3 +371,311 @@ def test_model_folder_in_the_wrong_format(cli, tiny_model: Path, tmp_path: Path)
     (run_dir / "nftkit_model.json").write_text("{'base': 'shapes-base'}")
     result = cli("eval", "--model", str(run_dir), "--suite", "shapes", "--limit", "1")
     _one_line_error(result, 1, "nftkit_model.json is not valid JSON")
+
+
+# -- round two: typed options, checks before any work, damaged resumes ----------------------
+
+
+def _train_args(model: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--model", str(model), "--rewards", "jpeg", "--prompts", "shapes-train",
+            "--output", str(out), *TINY_TRAIN, *extra]
+
+
+def _nothing_written(cli, tmp_path: Path, args: list[str], code: int, *needles: str) -> str:
+    """Run ``args``; assert one error line and that no file under tmp_path appeared or changed."""
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    line = _one_line_error(cli(*args), code, *needles)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+    return line
+
+
+@pytest.mark.parametrize(
+    ("item", "needles"),
+    [
+        ("lr=abc", ["--set lr=abc: expected a float"]),
+        ("lr=inf", ["--set lr=inf: expected a finite float"]),
+        ("num_steps=1.5", ["--set num_steps=1.5: expected an integer"]),
+        ("lrr=0.1", ["unknown NFT option 'lrr'", "did you mean 'lr'"]),
+        ("solver=rk4", ["--set solver=rk4", "expected one of: dpm2, euler, sde"]),
+        ("std_mode=local", ["expected one of: global, group"]),
+        ("adam_betas=0.9", ["--set adam_betas=0.9: expected 2 comma-separated floats"]),
+        ("max_train_timesteps=many", ["expected an integer or null"]),
+        ("noise_level=0.5", ["'noise_level' is an option of GRPO, not of NFT"]),
+        ("lr", ["--set expects key=value, got 'lr'"]),
+    ],
+)
+def test_set_values_are_parsed_to_the_option_type(
+    cli, tiny_model: Path, tmp_path: Path, item: str, needles: list[str]
+) -> None:
+    out = tmp_path / "run"
+    _nothing_written(cli, tmp_path, _train_args(tiny_model, out, "--set", item), 2, *needles)
+    assert not out.exists()
+
+
+def test_set_value_for_a_grpo_preset_is_checked_against_grpo_options(cli, tmp_path: Path) -> None:
+    args = ["train", "--preset", "shapes-grpo", "--output", str(tmp_path / "run"), "--quiet",
+            "--set", "beta=0.1"]
+    _nothing_written(cli, tmp_path, args, 2, "'beta' is an option of NFT, not of GRPO")
+
+
+@pytest.mark.parametrize(
+    ("toml", "needles"),
+    [
+        ('[nft]\nlr = "abc"\n', ["run.toml: lr = 'abc': expected a float"]),
+        ("[nft]\nbta = 0.5\n", ["unknown NFT option 'bta'", "did you mean 'beta'"]),
+        ("shift = true\n", ["shift = True: expected a float"]),
+        ("[nft\nlr = 1\n", ["invalid TOML"]),
+        ('[[stages]]\nepochs = 1\nrewards = "pickscor"\nprompts = "shapes-train"\n',
+         ["unknown reward 'pickscor'", "Did you mean: pickscore"]),
+    ],
+)
+def test_config_file_values_are_typed_and_checked(
+    cli, tiny_model: Path, tmp_path: Path, toml: str, needles: list[str]
+) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(toml)
+    out = tmp_path / "run"
+    _nothing_written(cli, tmp_path, _train_args(tiny_model, out, "--config", str(config)), 2,
+                     *needles)
+
+
+def test_unknown_reward_fails_before_the_progress_bar(cli, tiny_model: Path, tmp_path: Path) -> None:
+    args = [a for a in _train_args(tiny_model, tmp_path / "run") if a != "--quiet"]
+    args[args.index("jpeg")] = "jpeg,pickscor"
+    _nothing_written(cli, tmp_path, args, 2, "unknown reward 'pickscor'", "Did you mean: pickscore")
+    # _one_line_error already checked that the error is the only line: no bar was drawn
+
+
+@pytest.fixture
+def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """HF_HUB_OFFLINE with an empty hub cache, and no prompt download allowed."""
+    import urllib.request
+
+    cache = tmp_path / "hf-home"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(cache))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("NFTKIT_CACHE", str(tmp_path / "nftkit-cache"))
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_download)
+    return cache
+
+
+def test_missing_hub_model_is_reported_before_the_prompt_download(
+    cli, offline_hub: Path, tmp_path: Path
+) -> None:
+    line = _nothing_written(cli, tmp_path, ["eval", "--model", "does/not-exist", "--suite",
+                                            "geneval"], 1,
+                            "model 'does/not-exist' is not in the Hugging Face cache",
+                            str(offline_hub / "hub"), "huggingface-cli download does/not-exist")
+    assert "prompt" not in line
+    assert not (tmp_path / "nftkit-cache").exists() and not (tmp_path / "default.db").exists()
+
+
+def test_missing_hub_model_stops_training_before_anything_loads(
+    cli, offline_hub: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--model", "someone/sd3-missing", "--rewards", "jpeg", "--prompts",
+            "shapes-train", "--output", str(out), *TINY_TRAIN]
+    _nothing_written(cli, tmp_path, args, 1, "'someone/sd3-missing' is not in the Hugging Face")
+    assert not out.exists()
+
+
+NO_CUDA = pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="this machine has CUDA"
+)
+
+
+@NO_CUDA
+def test_cuda_device_without_cuda_fails_first_in_train(cli, tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = _train_args(tiny_model, out, "--device", "cuda")
+    _nothing_written(cli, tmp_path, args, 2, "--device cuda: CUDA is not available", "--device cpu")
+
+
+@NO_CUDA
+def test_cuda_device_without_cuda_fails_first_in_eval(cli, tiny_model: Path, tmp_path: Path) -> None:
+    args = ["eval", "--model", str(tiny_model), "--suite", "shapes", "--device", "cuda:0",
+            "--output", str(tmp_path / "ev")]
+    _nothing_written(cli, tmp_path, args, 2, "--device cuda:0: CUDA is not available")
+
+
+@NO_CUDA
+def test_cuda_device_without_cuda_fails_first_in_score(cli, images: Path, tmp_path: Path) -> None:
+    args = ["score", "--rewards", "jpeg", "--images", str(images), "--device", "cuda"]
+    _nothing_written(cli, tmp_path, args, 2, "CUDA is not available")
+
+
+def test_device_name_that_is_not_a_device(cli, images: Path, tmp_path: Path) -> None:
+    args = ["score", "--rewards", "jpeg", "--images", str(images), "--device", "gpu"]
+    _nothing_written(cli, tmp_path, args, 2, "--device gpu: not a torch device")
+
+
+def test_output_that_is_a_file(cli, tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.write_text("not a folder\n")
+    _nothing_written(cli, tmp_path, _train_args(tiny_model, out), 2, "a file is in the way")
+
+
+def test_output_below_a_file(cli, tiny_model: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x\n")
+    args = ["eval", "--model", str(tiny_model), "--suite", "shapes", "--output",
+            str(blocker / "sub" / "ev")]
+    _nothing_written(cli, tmp_path, args, 2, f"{blocker} is a file, so the folder cannot")
+
+
+def test_missing_training_prompt_file(cli, tiny_model: Path, tmp_path: Path) -> None:
+    args = _train_args(tiny_model, tmp_path / "run")
+    args[args.index("shapes-train")] = str(tmp_path / "nope.txt")
+    _nothing_written(cli, tmp_path, args, 2, "nope.txt: no such file, and not a named prompt set")
+
+
+def test_named_training_prompt_set_that_is_not_there(
+    cli, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NFTKIT_PROMPTS_DIR", raising=False)
+    args = _train_args(tiny_model, tmp_path / "run")
+    args[args.index("shapes-train")] = "geneval-train"
+    _nothing_written(cli, tmp_path, args, 2, "training prompt set 'geneval-train' not found",
+                     "NFTKIT_PROMPTS_DIR")
+
+
+def test_missing_eval_prompt_file(cli, tiny_model: Path, tmp_path: Path) -> None:
+    args = ["eval", "--model", str(tiny_model), "--suite", "drawbench", "--prompts",
+            str(tmp_path / "p.txt")]
+    _nothing_written(cli, tmp_path, args, 2, "--prompts", "p.txt: no such file or folder")
+
+
+def test_missing_images_folder(cli, tmp_path: Path) -> None:
+    args = ["score", "--rewards", "jpeg", "--images", str(tmp_path / "imgs")]
+    _nothing_written(cli, tmp_path, args, 2, "--images", "imgs: no such file or folder")
+
+
+def test_images_given_as_a_file(cli, images: Path, tmp_path: Path) -> None:
+    args = ["score", "--rewards", "jpeg", "--images", str(images / "a.png")]
+    _nothing_written(cli, tmp_path, args, 2, "a.png: expected a folder, found a file")
+
+
+def test_bad_weight_in_a_reward_spec(cli, images: Path, tmp_path: Path) -> None:
+    args = ["score", "--rewards", "jpeg=heavy", "--images", str(images)]
+    _nothing_written(cli, tmp_path, args, 2, "bad weight 'heavy'")
+
+
+def test_training_folder_without_its_lora_file(cli, tmp_path: Path) -> None:
+    run_dir = tmp_path / "trained"
+    run_dir.mkdir()
+    (run_dir / "nftkit_model.json").write_text(json.dumps(
+        {"family": "shapes", "base": "shapes-base",
+         "lora": {"rank": 2, "alpha": 4, "targets": ["x"], "file": "lora/a.safetensors"}}))
+    args = ["eval", "--model", str(run_dir), "--suite", "shapes", "--limit", "1"]
+    _nothing_written(cli, tmp_path, args, 1, "LoRA weights missing", "lora/a.safetensors")
+
+
+def test_shapes_model_folder_without_weights(cli, tiny_model: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_model / "config.json").read_text())
+    out = tmp_path / "run"
+    _nothing_written(cli, tmp_path, _train_args(broken, out), 1, "model.safetensors is missing")
+
+
+def test_diffusers_folder_that_is_not_sd3(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "pipe"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    args = ["eval", "--model", str(folder), "--suite", "shapes", "--limit", "1"]
+    _nothing_written(cli, tmp_path, args, 1, str(folder), "neither")
+
+
+def test_serve_unknown_reward_fails_before_loading(cli, tmp_path: Path) -> None:
+    _nothing_written(cli, tmp_path, ["serve", "jpeg,pickscor", "--port", "1"], 2,
+                     "unknown reward 'pickscor'", "Did you mean: pickscore")
+
+
+def test_preset_of_the_other_algorithm(cli, tmp_path: Path) -> None:
+    args = ["train", "--preset", "shapes", "--algo", "grpo", "--output", str(tmp_path / "run")]
+    _nothing_written(cli, tmp_path, args, 2, "preset 'shapes' trains with --algo nft, not grpo")
+
+
+def test_unknown_algorithm(cli, tmp_path: Path) -> None:
+    args = ["train", "--preset", "shapes", "--algo", "ppo", "--output", str(tmp_path / "run")]
+    _nothing_written(cli, tmp_path, args, 2, "unknown --algo 'ppo'", "nft, grpo")
+
+
+def test_train_without_preset_or_model(cli, tmp_path: Path) -> None:
+    args = ["train", "--rewards", "jpeg", "--output", str(tmp_path / "run")]
+    _nothing_written(cli, tmp_path, args, 2, "give --preset NAME, or all of --model")
+
+
+def test_zero_steps(cli, tiny_model: Path, tmp_path: Path) -> None:
+    args = _train_args(tiny_model, tmp_path / "run")
+    args[args.index("--steps") + 1] = "0"
+    _nothing_written(cli, tmp_path, args, 2, "--steps must be >= 1")
+
+
+def test_eval_without_model_or_images(cli, tmp_path: Path) -> None:
+    _nothing_written(cli, tmp_path, ["eval", "--suite", "shapes"], 2,
+                     "give --model MODEL to generate images, or --images DIR")
+
+
+def test_eval_guidance_scale_zero(cli, tiny_model: Path, tmp_path: Path) -> None:
+    args = ["eval", "--model", str(tiny_model), "--suite", "shapes", "--cfg", "0"]
+    _nothing_written(cli, tmp_path, args, 2, "--cfg must be > 0")
+
+
+def test_resume_with_every_checkpoint_damaged_is_an_error_not_a_restart(
+    cli, tiny_model: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    args = ["--db", db, *_train_args(tiny_model, out)]
+    assert cli(*args).code == 0
+    (step,) = (out / "checkpoints").iterdir()
+    (step / "trainer_state.json").write_text("{ truncated")
+    history = (out / "history.jsonl").read_text()
+    (run,) = ResultsStore(db).list_runs(kind="train")
+    result = cli(*args, "--resume")
+    _one_line_error(result, 1, "no readable checkpoint", "trainer_state.json", "--output")
+    assert (out / "history.jsonl").read_text() == history  # nothing trained from scratch
+    assert not list((out / "checkpoints").glob("step-*"))  # set aside, not overwritten
+    assert [r.id for r in ResultsStore(db).list_runs(kind="train")] == [run.id]
+
+
+@pytest.mark.parametrize(
+    ("failure", "needles"),
+    [("missing", ["not on the hub", "no such repository"]),
+     ("network", ["the hub cannot be reached", "ConnectionError", "huggingface-cli download"])],
+)
+def test_uncached_hub_model_online_is_looked_up_before_any_download(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str, needles: list[str]
+) -> None:
+    import urllib.request
+
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from nftkit.cli import validation
+
+    def lookup(repo_id: str) -> None:
+        assert repo_id == "does/not-exist"
+        if failure == "network":
+            raise ConnectionError("Name or service not known")
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)
+        error.args = ("404 Client Error",)
+        raise error
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("NFTKIT_CACHE", str(tmp_path / "nftkit-cache"))
+    monkeypatch.setattr(validation, "hub_model_info", lookup)
+    monkeypatch.setattr(urllib.request, "urlopen", no_download)
+    _nothing_written(cli, tmp_path, ["eval", "--model", "does/not-exist", "--suite", "geneval"],
+                     1, "model 'does/not-exist'", *needles)

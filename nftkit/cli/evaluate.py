@@ -73,6 +73,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Evaluate a model on a benchmark suite (or score existing images) and record the run."""
+    from nftkit.cli.validation import validate_eval
     from nftkit.eval import EvalSettings
     from nftkit.eval import evaluate as evaluate_suite
     from nftkit.results.store import ResultsStore, database_url
@@ -84,6 +85,7 @@ def evaluate(
         raise UsageError("--batch-size, --limit and --steps must be >= 1")
     if cfg <= 0:
         raise UsageError(f"--cfg must be > 0 (1.0 = no guidance), got {cfg}")
+    validate_eval(suite, model, base, images, prompts, output, device)  # before downloads/loads
     evaluator = _evaluator(suite, n_samples, prompts, device,
                            {"rewards": rewards, "unifiedreward_url": unifiedreward_url,
                             "clip_preprocess": clip_preprocess})

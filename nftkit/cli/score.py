@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nftkit.cli.validation import validate_score
 from nftkit.compose import NORMALIZATIONS, RewardComposer
 from nftkit.errors import InputError, UsageError
 from nftkit.images import list_images, load_image
@@ -54,6 +55,7 @@ def score(
     """Score images against prompts with one or more rewards."""
     if batch_size < 1:
         raise UsageError("--batch-size must be >= 1")
+    validate_score(rewards, images, prompts, device)
     composer = RewardComposer(
         rewards,
         normalization=normalization,  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from nftkit.cli.validation import check_device, check_reward_names
 from nftkit.serve.server import ServeOptions, parse_reward_names, run_server
 
 
@@ -18,6 +19,9 @@ def serve(
     max_wait_ms: float = typer.Option(20.0, help="How long a batch waits for more requests (ms)."),
     max_body_mb: float = typer.Option(64.0, help="Largest request body accepted (MiB)."),
     device: str = typer.Option("cpu", help="Torch device for the reward models."),
+    body_timeout_s: float = typer.Option(
+        30.0, help="Seconds a request body may take to arrive (slower uploads get 408)."
+    ),
 ) -> None:
     """Serve rewards over HTTP: GET /health, GET /rewards, POST /score (JSON, base64 images)."""
     options = ServeOptions(
@@ -29,5 +33,9 @@ def serve(
         max_wait_ms=max_wait_ms,
         max_body_mb=max_body_mb,
         device=device,
+        body_timeout_s=body_timeout_s,
     )
+    options.validate()
+    check_reward_names(options.rewards)  # before any reward model loads
+    check_device(device)
     run_server(options)

@@ -40,12 +40,14 @@ def train(
     ),
     overrides: list[str] = typer.Option(
         None, "--set",
-        help="Training option (NFT or GRPO) as key=value (value parsed as JSON), repeatable; "
+        help="Training option (NFT or GRPO) as key=value, parsed to the option's type, repeatable; "
         "policy.KEY=VALUE sets a policy option (e.g. policy.dtype=bf16).",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a model against the composed reward with DiffusionNFT (or --algo grpo)."""
+    from nftkit.cli.validation import validate_train
+    from nftkit.config_values import typed_train_options
     from nftkit.train.algos import check_algo, make_config
     from nftkit.train.presets import PRESETS, get_preset
     from nftkit.train.runner import TrainSpec, run_training
@@ -66,7 +68,7 @@ def train(
             f"preset '{preset}' trains with --algo {base.algo}, not {algo}; use a {algo} preset "
             f"({', '.join(matching)}) or --model/--rewards/--prompts"
         )
-    options = {**_read_config(config_file), **_parse_overrides(overrides or [])}
+    options = typed_train_options(algo, _read_config(config_file), config_file, overrides or [])
     stages = options.pop("stages", None)
     policy_options = {**(base.policy if base else {}),
                       **{k.split(".", 1)[1]: options.pop(k) for k in list(options)
@@ -89,6 +91,7 @@ def train(
     )
     if steps is not None and steps < 1:
         raise UsageError("--steps must be >= 1")
+    validate_train(spec)  # names, model, prompts, output, device: before any bar or load
     console = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
@@ -130,18 +133,3 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     if "stages" in data:
         options["stages"] = list(data["stages"])
     return options
-
-
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are JSON when they parse, else strings."""
-    result: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--set expects key=value, got {item!r}")
-        try:
-            result[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            result[key] = raw
-    return result
-

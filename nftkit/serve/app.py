@@ -6,7 +6,8 @@ Endpoints (every error is ``{"error": "<one line>"}``):
   {requests, images, batches, max_batch_images, max_batch_requests, failed_requests}}}``;
   open without a token, so that probes work.
 - ``GET /rewards``: ``{"rewards": [{name, higher_is_better, range, version, description,
-  needs_metadata}], "max_batch": n, "max_body_bytes": n, "max_image_pixels": n}``.
+  needs_metadata}], "max_batch": n, "max_body_bytes": n, "max_image_pixels": n,
+  "max_request_pixels": n}``.
 - ``POST /score``: see :mod:`nftkit.serve.protocol`.
 
 When the server has a token, ``/rewards`` and ``/score`` need ``Authorization: Bearer TOKEN``.
@@ -24,7 +25,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -65,8 +66,20 @@ def _limit_text(limit: int) -> str:
     return f"this server's {limit} byte limit; send fewer or smaller images per request"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or RequestError(413) as soon as it grows past ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The request body, or RequestError: 413 as soon as it grows past ``limit`` bytes, 408
+    when it has not fully arrived within ``timeout_s``, 400 when the client went away."""
+    try:
+        return await asyncio.wait_for(_read_body(request, limit), timeout_s)
+    except TimeoutError:
+        raise RequestError(
+            408, f"request body did not arrive within {timeout_s:g} s; send it in one go"
+        ) from None
+    except ClientDisconnect:
+        raise RequestError(400, "client disconnected before the body was complete") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -166,6 +179,7 @@ class RewardServer:
                 "max_batch": self.limits.max_batch,
                 "max_body_bytes": self.limits.max_body_bytes,
                 "max_image_pixels": self.limits.max_image_pixels,
+                "max_request_pixels": self.limits.max_request_pixels,
             }
         )
 
@@ -175,7 +189,8 @@ class RewardServer:
             await _drain(request, self.limits.max_body_bytes)
             return self._unauthorized(request)
         try:
-            body = await read_body(request, self.limits.max_body_bytes)
+            body = await read_body(request, self.limits.max_body_bytes,
+                                   self.limits.body_timeout_s)
             parsed: ScoreRequest = await asyncio.to_thread(
                 parse_score_request, body, self.rewards.keys(), self.limits
             )

@@ -33,6 +33,8 @@ REQUEST_KEYS = ("reward", "rewards", "prompts", "images", "metadata")
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+DEFAULT_MAX_REQUEST_PIXELS = 4 * DEFAULT_MAX_IMAGE_PIXELS
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 class RequestError(Exception):
@@ -46,11 +48,14 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may carry: images, body bytes and pixels per image."""
+    """What one request may carry: images, body bytes, pixels per image and per request, and
+    how long its body may take to arrive (a slow upload is cut off with 408)."""
 
     max_batch: int = DEFAULT_MAX_BATCH
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
 
 
 @dataclass
@@ -76,14 +81,34 @@ def encode_image(image: Image.Image, image_format: str = "PNG") -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def decode_image(data: Any, index: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode one base64 PNG/JPEG into an RGB image; anything else raises RequestError(400)."""
+def _image_bytes(data: Any, index: int) -> bytes:
     if not isinstance(data, str):
         raise RequestError(400, f"images[{index}] must be a base64 string, got {type(data).__name__}")
     try:
-        raw = base64.b64decode(data, validate=True)
+        return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestError(400, f"images[{index}] is not valid base64: {exc}") from exc
+
+
+def image_pixels(raw: bytes, index: int) -> int:
+    """Width x height from the image header alone (nothing decoded); RequestError(400) if none."""
+    try:
+        with Image.open(io.BytesIO(raw), formats=list(ALLOWED_FORMATS)) as image:
+            return int(image.width) * int(image.height)
+    except UnidentifiedImageError as exc:
+        raise RequestError(400, f"images[{index}] is not a PNG or JPEG image") from exc
+    except Image.DecompressionBombError as exc:
+        raise RequestError(413, f"images[{index}] is too large to decode: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RequestError(400, f"images[{index}] is a corrupt image: {exc}") from exc
+
+
+def decode_image(data: Any, index: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode one base64 PNG/JPEG into an RGB image; anything else raises RequestError(400)."""
+    return _decode_raw(_image_bytes(data, index), index, max_pixels)
+
+
+def _decode_raw(raw: bytes, index: int, max_pixels: int) -> Image.Image:
     try:
         with Image.open(io.BytesIO(raw), formats=list(ALLOWED_FORMATS)) as image:
             pixels = image.width * image.height
@@ -132,6 +157,8 @@ def parse_score_request(body: bytes, served: Collection[str], limits: Limits) ->
         parsed = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(400, f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise RequestError(400, "body is nested too deeply to parse") from exc
     if not isinstance(parsed, dict):
         raise RequestError(400, "body must be a JSON object")
     unknown = sorted(set(parsed) - set(REQUEST_KEYS))
@@ -160,7 +187,15 @@ def parse_score_request(body: bytes, served: Collection[str], limits: Limits) ->
             raise RequestError(
                 400, f"got {len(images_b64)} images but {len(metadata)} metadata entries"
             )
-    images = [decode_image(d, i, limits.max_image_pixels) for i, d in enumerate(images_b64)]
+    raws = [_image_bytes(d, i) for i, d in enumerate(images_b64)]
+    sizes = [image_pixels(raw, i) for i, raw in enumerate(raws)]  # headers only: cheap
+    if sum(sizes) > limits.max_request_pixels:
+        raise RequestError(
+            413,
+            f"request has {sum(sizes)} pixels in {len(sizes)} images; this server decodes at "
+            f"most {limits.max_request_pixels} pixels per request; send smaller or fewer images",
+        )
+    images = [_decode_raw(raw, i, limits.max_image_pixels) for i, raw in enumerate(raws)]
     return ScoreRequest(rewards=rewards, prompts=prompts, images=images, metadata=metadata)
 
 

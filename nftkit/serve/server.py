@@ -47,6 +47,7 @@ class ServeOptions:
     max_wait_ms: float = 20.0
     max_body_mb: float = 64.0
     device: str = "cpu"
+    body_timeout_s: float = 30.0
 
     def validate(self) -> None:
         """Raise UsageError for a bad option, or a non-loopback host without a token."""
@@ -63,11 +64,14 @@ class ServeOptions:
             raise UsageError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
         if self.max_body_mb <= 0:
             raise UsageError(f"--max-body-mb must be > 0, got {self.max_body_mb}")
+        if self.body_timeout_s <= 0:
+            raise UsageError(f"--body-timeout-s must be > 0, got {self.body_timeout_s}")
 
     @property
     def limits(self) -> Limits:
         """Request limits from the options."""
-        return Limits(max_batch=self.max_batch, max_body_bytes=int(self.max_body_mb * 1024 * 1024))
+        return Limits(max_batch=self.max_batch, max_body_bytes=int(self.max_body_mb * 1024 * 1024),
+                      body_timeout_s=self.body_timeout_s)
 
 
 def load_rewards(names: list[str] | tuple[str, ...], device: str, batch_size: int) -> dict[str, Reward]:

@@ -22,6 +22,7 @@ from nftkit.train.algos import TITLES, TrainConfig, algo_of, trainer_class
 from nftkit.train.checkpoint import latest_checkpoint, write_json_atomic
 from nftkit.train.distributed import Distributed
 from nftkit.train.presets import resolve_training_prompts
+from nftkit.train.run_lock import RunLock
 from nftkit.train.stages import Stage, parse_stages, stage_at
 from nftkit.train.trainer_base import AdapterTrainer, write_history
 
@@ -72,9 +73,22 @@ def run_training(
     Under ``accelerate launch`` / ``torchrun`` every process samples and scores its share and
     trains through DDP; only the main process writes files and records the run.
     """
+    dist = Distributed.from_env(spec.device)
+    with RunLock(Path(spec.output), enabled=dist.is_main) as lock:  # one trainer per folder
+        return _run_locked(spec, dist, lock, db_url, on_epoch, on_resume, resume)
+
+
+def _run_locked(
+    spec: TrainSpec,
+    dist: Distributed,
+    lock: RunLock,
+    db_url: str | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    on_resume: Callable[[int], None] | None,
+    resume: bool,
+) -> dict[str, Any]:
     from nftkit.results.store import ResultsStore, database_url
 
-    dist = Distributed.from_env(spec.device)
     device = dist.device(spec.device)
     output = Path(spec.output)
     has_checkpoint = latest_checkpoint(output / "checkpoints") is not None
@@ -92,6 +106,7 @@ def run_training(
     prompts = resolve_training_prompts(first.prompts)
     store = ResultsStore(database_url(db_url)) if dist.is_main else None
     output.mkdir(parents=True, exist_ok=True)  # only once every input above is valid
+    lock.acquire()
     trainer = trainer_class(spec.algo)(
         policy, composer, prompts, spec.config, output,
         model_info={"family": info.get("family", "shapes"), "base": info.get("base", spec.model)},

@@ -324,28 +324,44 @@ class AdapterTrainer:
         return path
 
     def resume(self) -> bool:
-        """Load the latest complete checkpoint if there is one; True when resumed."""
-        path = ckpt.latest_checkpoint(self.checkpoint_root)
-        if path is None:
+        """Load the newest readable checkpoint if there is one; True when resumed.
+
+        A damaged newest checkpoint is skipped with a warning (``checkpoint_read``); when
+        checkpoints exist but none can be read, CheckpointUnreadableError is raised.
+        """
+        from nftkit.train.checkpoint_read import newest_readable_checkpoint
+
+        loaded = newest_readable_checkpoint(self.checkpoint_root, check=self._check_state,
+                                            set_aside=self.dist.is_main)
+        if loaded is None:
             return False
-        state = ckpt.load_json(path, "trainer_state")
-        saved_algo = state.get("algo", "nft")  # checkpoints without the key predate GRPO
-        if saved_algo != self.algo:
-            raise UsageError(
-                f"{path} was written by the {saved_algo} trainer; resume it with --algo "
-                f"{saved_algo} or choose another --output"
-            )
+        state = loaded.json["trainer_state"]
         model = self.policy.model
-        load_adapter_parameters(model, "default", ckpt.load_tensors(path, "adapter_default"))
-        load_adapter_parameters(model, "old", ckpt.load_tensors(path, "adapter_old"))
-        self.ema.load_state_dict(ckpt.load_tensors(path, "ema"))
+        load_adapter_parameters(model, "default", loaded.tensors["adapter_default"])
+        load_adapter_parameters(model, "old", loaded.tensors["adapter_old"])
+        self.ema.load_state_dict(loaded.tensors["ema"])
         ckpt.optimizer_from_tensors(
-            self.optimizer, ckpt.load_tensors(path, "optimizer"), ckpt.load_json(path, "optimizer_meta")
+            self.optimizer, loaded.tensors["optimizer"], loaded.json["optimizer_meta"]
         )
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])
         return True
+
+    def _check_state(self, loaded: Any) -> None:
+        """Refuse another algorithm's checkpoint; a state without its counters is damaged."""
+        state = loaded.json["trainer_state"]
+        saved_algo = state.get("algo", "nft")  # checkpoints without the key predate GRPO
+        if saved_algo != self.algo:
+            raise UsageError(
+                f"{loaded.path} was written by the {saved_algo} trainer; resume it with --algo "
+                f"{saved_algo} or choose another --output"
+            )
+        for key in ("epoch", "global_step", "history"):
+            if key not in state:
+                raise ValueError(f"trainer_state.json has no '{key}'")
+        if "param_groups" not in loaded.json["optimizer_meta"]:
+            raise ValueError("optimizer_meta.json has no 'param_groups'")
 
     def export(self) -> Path:
         """Write the EMA adapter to ``output/lora/`` plus ``nftkit_model.json`` (for eval)."""
