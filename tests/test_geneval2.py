@@ -78,10 +78,10 @@ def test_reward_uses_the_record_and_fails_without_logprobs(shared_data: Path) ->
     gm = math.exp((2 * math.log(0.8) + 3 * math.log(0.7)) / 5)
     assert out.scores.tolist() == [pytest.approx(gm)]
     assert out.details[0]["soft_tifa_am"] == pytest.approx(3.7 / 5)
-    with FakeChatServer(lambda body: Reply("Yes")) as server:
-        with pytest.raises(NftkitError, match="logprobs"):
-            create_reward("geneval2", url=server.url, timeout=2.0)(
-                [Image.new("RGB", (8, 8))], [record["prompt"]], [meta])
+    with FakeChatServer(lambda body: Reply("Yes")) as server, \
+            pytest.raises(NftkitError, match="logprobs"):
+        create_reward("geneval2", url=server.url, timeout=2.0)(
+            [Image.new("RGB", (8, 8))], [record["prompt"]], [meta])
 
 
 def test_pinned_file_and_licence_in_the_error(shared_data: Path, tmp_path: Path,

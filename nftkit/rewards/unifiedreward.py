@@ -16,7 +16,8 @@ from typing import Any
 
 from PIL import Image
 
-from nftkit.rewards.vlm_backends import UNREACHABLE, image_data_url as _data_url
+from nftkit.rewards.vlm_backends import UNREACHABLE
+from nftkit.rewards.vlm_backends import image_data_url as _data_url
 from nftkit.rewards.vlm_judge import VlmJudge
 from nftkit.rewards.vlm_templates import FINAL_SCORE, UNIFIEDREWARD_INSTRUCTION, parse_final_score
 

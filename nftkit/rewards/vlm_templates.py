@@ -23,8 +23,8 @@ no score. Templates:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from nftkit.errors import UsageError
 from nftkit.rewards.vlm_backends import VlmAnswer
