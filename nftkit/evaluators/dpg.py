@@ -153,8 +153,9 @@ class DpgEvaluator(PromptFileEvaluator):
     ) -> list[dict[str, Any]]:
         """Ask every question of each tile; rows with both scores and the answers."""
         per_spec = [[DpgQuestion.from_json(q) for q in s.metadata["questions"]] for s in specs]
-        queries = [VlmQuery(image.convert("RGB"), q.question, max_tokens=8)
-                   for image, qs in zip(images, per_spec, strict=True) for q in qs]
+        rgb = [image.convert("RGB") for image in images]  # decoded once, shared by the threads
+        queries = [VlmQuery(image, q.question, max_tokens=8)
+                   for image, qs in zip(rgb, per_spec, strict=True) for q in qs]
         answers = self.backend.ask_many(queries)
         failed = next((a for a in answers if a.text is None), None)
         if failed is not None:

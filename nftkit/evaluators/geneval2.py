@@ -113,7 +113,7 @@ class Geneval2Evaluator(PromptFileEvaluator):
     ) -> list[dict[str, Any]]:
         """Soft-TIFA atom probabilities of each image, with its GM and AM."""
         atom_lists = [validate_record(s.metadata, f"prompt {s.id}") for s in specs]
-        probs = soft_tifa(self.backend, [im.convert("RGB") for im in images], atom_lists)
+        probs = soft_tifa(self.backend, list(images), atom_lists)
         rows = []
         for spec, p in zip(specs, probs, strict=True):
             rows.append({

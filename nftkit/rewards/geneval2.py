@@ -110,6 +110,7 @@ def soft_tifa(backend: Any, images: Sequence[Image.Image],
     """Atom probabilities of each image (all atoms asked concurrently); NftkitError on failure."""
     queries, owners = [], []
     for index, (image, atoms) in enumerate(zip(images, atom_lists, strict=True)):
+        image = image.convert("RGB")  # decoded once, before the worker threads share it
         for question, _ in atoms:
             queries.append(VlmQuery(image, atom_text(question), max_tokens=1,
                                     top_logprobs=TOP_LOGPROBS))
