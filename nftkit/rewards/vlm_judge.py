@@ -89,6 +89,7 @@ class VlmJudge(Reward):
     def query(self, image: Image.Image, prompt: str) -> VlmQuery:
         """The request of one image."""
         t = self.template
+        image = image.convert("RGB")  # decoded here, not in the worker threads
         return VlmQuery(image, t.render(prompt), max_tokens=t.max_tokens, top_logprobs=t.top_logprobs)
 
     def _detail(self, answer: VlmAnswer) -> tuple[float | None, dict[str, Any]]:
