@@ -133,7 +133,7 @@ class DpgEvaluator(PromptFileEvaluator):
         if answer_match not in ANSWER_MATCH:
             raise UsageError(f"dpg: answer_match must be one of {', '.join(ANSWER_MATCH)}")
         self.answer_match = answer_match
-        self.backend = vqa_backend_from_env(vlm_url, vlm_model)
+        self.backend = vqa_backend_from_env(vlm_url, vlm_model, device=self.device)
 
     def settings(self) -> dict[str, Any]:
         """The VQA backend/model and the answer test change scores."""

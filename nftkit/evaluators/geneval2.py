@@ -79,7 +79,7 @@ class Geneval2Evaluator(PromptFileEvaluator):
     def __init__(self, vlm_url: str | None = None, vlm_model: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.backend = vqa_backend_from_env(vlm_url, vlm_model)
+        self.backend = vqa_backend_from_env(vlm_url, vlm_model, device=self.device)
 
     @property
     def source(self) -> PromptSource:

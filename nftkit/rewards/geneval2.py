@@ -28,13 +28,14 @@ from PIL import Image
 
 from nftkit.errors import InputError, NftkitError
 from nftkit.rewards.base import Reward, RewardOutput
-from nftkit.rewards.vlm_backends import OpenAIChatBackend, VlmAnswer, VlmQuery
+from nftkit.rewards.vlm_backends import VlmAnswer, VlmQuery, make_backend
 
 QUESTION_SUFFIX = " Answer in one word."
 YES_ANSWERS = ("Yes", "yes", " yes", " Yes")
 NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 DEFAULT_VQA_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 URL_ENV, MODEL_ENV, KEY_ENV = "NFTKIT_VLM_URL", "NFTKIT_VLM_MODEL", "NFTKIT_VLM_API_KEY"
+BACKEND_ENV = "NFTKIT_VLM_BACKEND"
 DEFAULT_URL = "http://127.0.0.1:17140/v1"
 TOP_LOGPROBS = 20
 
@@ -96,12 +97,15 @@ def validate_record(record: dict[str, Any], where: str = "record") -> list[tuple
 
 
 def vqa_backend_from_env(url: str | None = None, model: str | None = None,
-                         **kwargs: Any) -> OpenAIChatBackend:
-    """The OpenAI-compatible VQA backend from arguments or NFTKIT_VLM_URL / _MODEL / _API_KEY."""
-    return OpenAIChatBackend(
+                         backend: str | None = None, device: str = "cpu",
+                         **kwargs: Any) -> Any:
+    """The VQA backend from arguments or NFTKIT_VLM_BACKEND (openai | transformers),
+    NFTKIT_VLM_URL, NFTKIT_VLM_MODEL (for transformers: a checkpoint folder) and _API_KEY."""
+    return make_backend(
+        backend or os.environ.get(BACKEND_ENV) or "openai",
         url or os.environ.get(URL_ENV) or DEFAULT_URL,
         model or os.environ.get(MODEL_ENV) or DEFAULT_VQA_MODEL,
-        os.environ.get(KEY_ENV, ""), **kwargs,
+        os.environ.get(KEY_ENV, ""), device=device, **kwargs,
     )
 
 
@@ -111,9 +115,10 @@ def soft_tifa(backend: Any, images: Sequence[Image.Image],
     queries, owners = [], []
     for index, (image, atoms) in enumerate(zip(images, atom_lists, strict=True)):
         image = image.convert("RGB")  # decoded once, before the worker threads share it
-        for question, _ in atoms:
+        for question, answer in atoms:
             queries.append(VlmQuery(image, atom_text(question), max_tokens=1,
-                                    top_logprobs=TOP_LOGPROBS))
+                                    top_logprobs=TOP_LOGPROBS,
+                                    candidates=tuple(accepted_answers(question, answer))))
             owners.append(index)
     answers: list[VlmAnswer] = backend.ask_many(queries)
     for answer in answers:
@@ -144,12 +149,15 @@ class Geneval2Reward(Reward):
     input_format = "pil"
     needs_metadata = True
 
-    def __init__(self, url: str | None = None, model: str | None = None, timeout: float = 120.0,
-                 retries: int = 2, concurrency: int = 16, **kwargs: Any) -> None:
-        """``url``/``model``: the VQA server (default NFTKIT_VLM_URL, Qwen3-VL-8B-Instruct)."""
+    def __init__(self, url: str | None = None, model: str | None = None,
+                 backend: str | None = None, timeout: float = 120.0, retries: int = 2,
+                 concurrency: int = 16, **kwargs: Any) -> None:
+        """``url``/``model``: the VQA server (default NFTKIT_VLM_URL, Qwen3-VL-8B-Instruct);
+        ``backend="transformers"``: ``model`` is a local checkpoint run on ``device``."""
         super().__init__(**kwargs)
-        self.backend = vqa_backend_from_env(url, model, timeout=timeout, retries=retries,
-                                            concurrency=concurrency)
+        extra = {} if (backend or os.environ.get(BACKEND_ENV)) == "transformers" else {
+            "timeout": timeout, "retries": retries, "concurrency": concurrency}
+        self.backend = vqa_backend_from_env(url, model, backend, str(self.device), **extra)
 
     def score_batch(
         self, images: list[Image.Image], prompts: list[str], metadata: list[dict[str, Any]]

@@ -38,6 +38,8 @@ class VlmQuery:
     text: str
     max_tokens: int | None = None
     top_logprobs: int = 0
+    candidates: tuple[str, ...] = ()
+    """Answer strings whose first-token probability a local backend reports exactly."""
 
 
 @dataclass
@@ -174,3 +176,18 @@ class OpenAIChatBackend:
             return []
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(queries))) as pool:
             return list(pool.map(self.ask, queries))
+
+
+BACKENDS = ("openai", "transformers")
+
+
+def make_backend(kind: str, url: str, model: str, api_key: str = "",
+                 device: str = "cpu", **options: Any) -> Any:
+    """An ``openai`` (server at ``url``) or ``transformers`` (local ``model``) backend."""
+    if kind == "openai":
+        return OpenAIChatBackend(url, model, api_key, **options)
+    if kind == "transformers":
+        from nftkit.rewards.vlm_local import TransformersVlmBackend
+
+        return TransformersVlmBackend(model, device=device)
+    raise UsageError(f"unknown VLM backend {kind!r}; choose one of {', '.join(BACKENDS)}")

@@ -23,7 +23,7 @@ from PIL import Image
 
 from nftkit.errors import NftkitError, UsageError
 from nftkit.rewards.base import Reward, RewardOutput
-from nftkit.rewards.vlm_backends import OpenAIChatBackend, VlmAnswer, VlmQuery
+from nftkit.rewards.vlm_backends import VlmAnswer, VlmQuery, make_backend
 from nftkit.rewards.vlm_templates import Template, get_template
 
 LOG = logging.getLogger("nftkit.rewards.vlm_judge")
@@ -57,40 +57,45 @@ class VlmJudge(Reward):
         image_side: int | None = None,
         on_failure: str = "zero",
         raw_scale: bool = False,
+        backend: str | None = None,
         **kwargs: Any,
     ) -> None:
         """``template``: a name in vlm_templates.TEMPLATES; ``image_side``: resize images to a
-        square before sending (None: as given); ``on_failure``: "zero" or "fail"."""
+        square before sending (None: as given); ``on_failure``: "zero" or "fail";
+        ``backend``: "openai" (default, NFTKIT_VLM_BACKEND) or "transformers" (``model`` is
+        then a local checkpoint folder or hub id, run on ``device``)."""
         super().__init__(**kwargs)
         if on_failure not in FAILURE_POLICIES:
             raise UsageError(f"{self.name}: on_failure must be one of {', '.join(FAILURE_POLICIES)}")
         self.template: Template = get_template(template or self.default_template)
         url = (url or os.environ.get(f"{self.env_prefix}_URL") or DEFAULT_URL).rstrip("/")
-        self.backend = OpenAIChatBackend(
-            url,
+        kind = backend or os.environ.get(f"{self.env_prefix}_BACKEND") or "openai"
+        self.backend = make_backend(
+            kind, url,
             model or os.environ.get(f"{self.env_prefix}_MODEL") or self.default_model,
             api_key if api_key is not None else os.environ.get(f"{self.env_prefix}_API_KEY", ""),
-            timeout=timeout, retries=retries, backoff=backoff, concurrency=concurrency,
-            image_side=image_side,
+            device=str(self.device), timeout=timeout, retries=retries, backoff=backoff,
+            concurrency=concurrency, image_side=image_side,
         )
         self.on_failure, self.raw_scale = on_failure, raw_scale
         self.last_failures = 0
 
     @property
     def url(self) -> str:
-        """The server's base URL."""
+        """The server's base URL (``transformers:<model>`` for the local backend)."""
         return self.backend.url
 
     @property
     def model(self) -> str:
-        """The model name sent with each request."""
-        return self.backend.model
+        """The model name sent with each request (or loaded locally)."""
+        return self.backend.describe()["model"]
 
     def query(self, image: Image.Image, prompt: str) -> VlmQuery:
         """The request of one image."""
         t = self.template
         image = image.convert("RGB")  # decoded here, not in the worker threads
-        return VlmQuery(image, t.render(prompt), max_tokens=t.max_tokens, top_logprobs=t.top_logprobs)
+        return VlmQuery(image, t.render(prompt), max_tokens=t.max_tokens,
+                        top_logprobs=t.top_logprobs, candidates=t.candidates)
 
     def _detail(self, answer: VlmAnswer) -> tuple[float | None, dict[str, Any]]:
         if answer.text is None:

@@ -92,6 +92,7 @@ class Template:
     top_logprobs: int = 0
     needs_logprobs: bool = False
     missing: str = "no score in the answer"
+    candidates: tuple[str, ...] = ()
     """The error of an answer that ``parse`` cannot read."""
 
     def render(self, prompt: str) -> str:
@@ -167,7 +168,7 @@ TEMPLATES: dict[str, Template] = {
     "unifiedreward-think": Template("unifiedreward-think", THINK_INSTRUCTION, _parse_think,
                                     missing="no 'Final Score:' after the reasoning"),
     "yes-prob": Template("yes-prob", YES_PROB_QUESTION, _parse_yes_prob, max_tokens=1,
-                         top_logprobs=20, needs_logprobs=True,
+                         top_logprobs=20, needs_logprobs=True, candidates=YES_TOKENS,
                          missing="no first-token logprobs in the answer (serve with logprobs on)"),
     "likert": Template("likert", LIKERT_QUESTION, _parse_likert, max_tokens=8,
                        missing="no number 1-5 in the answer"),
