@@ -79,3 +79,35 @@ def save_tiny_qwen2vl(path: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def _old_key(key: str) -> str:
+    """This transformers' Qwen2-VL key -> the published (transformers 4.x) naming."""
+    for new, old in (("model.language_model.", "model."), ("model.visual.", "visual.")):
+        if key.startswith(new):
+            return old + key[len(new):]
+    return key
+
+
+def write_tiny_hpsv3(folder: str | Path, seed: int = 0) -> Path:
+    """DIR/hpsv3/: ``HPSv3.safetensors`` (tiny Qwen2-VL + ranknet head, published key names)
+    and ``base/`` (its config and processor), the layout of the real checkpoint."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, Qwen2VLForConditionalGeneration
+
+    folder = Path(folder)
+    base = save_tiny_qwen2vl(folder / "base", seed=seed)
+    (base / "model.safetensors").unlink()  # the base folder holds config + processor only
+    config = AutoConfig.from_pretrained(base)
+    config.text_config.vocab_size += 1  # room for <|Reward|>, added at load time
+    torch.manual_seed(seed + 1)
+    model = Qwen2VLForConditionalGeneration(config)
+    state = {_old_key(k): v.contiguous() for k, v in model.state_dict().items()}
+    hidden = config.text_config.hidden_size
+    head = {"rm_head.0.weight": (16, hidden), "rm_head.0.bias": (16,),
+            "rm_head.layer_1.0.weight": (16, 16), "rm_head.layer_1.0.bias": (16,),
+            "rm_head.output_layer.weight": (2, 16)}
+    for key, shape in head.items():
+        state[key] = torch.randn(shape) * 0.5
+    save_file(state, str(folder / "HPSv3.safetensors"))
+    return folder
