@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from nftkit.errors import MissingWeightsError
-from nftkit.rewards._sources import WeightSource, resolve
+from nftkit.rewards._sources import WeightSource, download_sources, resolve
 from nftkit.rewards.base import Reward, RewardOutput
 
 CHECKPOINT = WeightSource("MizzenAI/HPSv3", files=("HPSv3.safetensors",))
@@ -125,6 +125,11 @@ class HpsV3(Reward):
     higher_is_better = True
     version = "3"
     input_format = "pil"
+
+    @classmethod
+    def download(cls, target: Any = None) -> list[Any]:
+        """Pre-fetch HPSv3.safetensors and the Qwen2-VL-7B-Instruct config/processor files."""
+        return download_sources(cls.name, [CHECKPOINT, BASE], target)
 
     def load(self) -> None:
         """Processor from DIR/hpsv3/base (or the hub), model from its config + HPSv3.safetensors."""
