@@ -64,3 +64,33 @@ def test_eval_limit_4_and_summary_from_the_result_lines(env: Any, suite: str,
         assert value == pytest.approx(report["metrics"][key], abs=1e-9), key
     assert 0.0 <= report["metrics"]["overall"] <= 100.0
     assert evaluator.settings()["vqa"]["model"] == "fake-qwen3-vl"
+
+
+def test_leaderboard_has_the_new_suites_columns(env: Any) -> None:
+    db = f"sqlite:///{env['root'] / 'r.db'}"
+    for suite in ("geneval2", "dpg"):
+        CliRunner().invoke(app, [
+            "--db", db, "eval", "--model", str(env["model"]), "--suite", suite, "--prompts",
+            str(env["prompts"][suite]), "--limit", "1", "--steps", "1", "--json"])
+    result = CliRunner().invoke(app, ["--db", db, "leaderboard", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0].split(",")
+    for column in ("overall", "soft_tifa_am", "skill_count", "overall_corrected",
+                   "dropped_by_official", "entity"):
+        assert column in header, column
+
+
+def test_geneval2_with_the_transformers_backend(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nftkit.debug_tiny.qwen2vl import save_tiny_qwen2vl
+
+    monkeypatch.setenv("NFTKIT_VLM_BACKEND", "transformers")
+    monkeypatch.setenv("NFTKIT_VLM_MODEL", str(save_tiny_qwen2vl(env["root"] / "tiny-vlm")))
+    served = len(env["server"].requests)
+    result = CliRunner().invoke(app, [
+        "--db", f"sqlite:///{env['root'] / 'local.db'}", "eval", "--model", str(env["model"]),
+        "--suite", "geneval2", "--prompts", str(env["prompts"]["geneval2"]), "--limit", "2",
+        "--steps", "1", "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])["metrics"]
+    assert 0.0 < metrics["overall"] <= metrics["soft_tifa_am"] < 100.0  # GM <= AM
+    assert len(env["server"].requests) == served  # answered locally, not by the server
