@@ -61,8 +61,15 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "hpsv2": _hpsv2,
     "imagereward": _imagereward,
     "geneval": _geneval,
+    "hpsv3": lambda folder: _hpsv3(folder),
 }
 """Reward name -> writer of DIR/<reward>/ (rewards without weights are absent)."""
+
+
+def _hpsv3(folder: Path) -> None:
+    from nftkit.debug_tiny.qwen2vl import write_tiny_hpsv3
+
+    write_tiny_hpsv3(folder)
 
 
 def make_tiny_weights(root: str | Path, names: Iterable[str] | None = None) -> dict[str, Path]:
