@@ -94,3 +94,25 @@ def test_geneval2_with_the_transformers_backend(env: Any, monkeypatch: pytest.Mo
     metrics = json.loads(result.stdout.strip().splitlines()[-1])["metrics"]
     assert 0.0 < metrics["overall"] <= metrics["soft_tifa_am"] < 100.0  # GM <= AM
     assert len(env["server"].requests) == served  # answered locally, not by the server
+
+
+def test_vlm_options_choose_the_server_and_are_refused_elsewhere(env: Any) -> None:
+    """--vlm-url/--vlm-model override the environment; a suite without a VQA judge refuses them."""
+    output = env["root"] / "out-flags"
+    with FakeChatServer(deterministic_reply) as other, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NFTKIT_VLM_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+        result = CliRunner().invoke(app, [
+            "--db", f"sqlite:///{env['root'] / 'flags.db'}", "eval", "--model",
+            str(env["model"]), "--suite", "geneval2", "--prompts",
+            str(env["prompts"]["geneval2"]), "--limit", "1", "--steps", "1", "--output",
+            str(output), "--vlm-url", other.url, "--vlm-model", "flag-model", "--json"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert other.requests, "the server named by --vlm-url was not asked"
+        assert {r["model"] for r in other.requests} == {"flag-model"}
+    config = json.loads(result.stdout.strip().splitlines()[-1])
+    assert config["n_images"] == 1
+    refused = CliRunner().invoke(app, [
+        "--db", f"sqlite:///{env['root'] / 'flags.db'}", "eval", "--model", str(env["model"]),
+        "--suite", "shapes", "--vlm-url", "http://127.0.0.1:9/v1"])
+    assert refused.exit_code != 0
+    assert "--vlm-url" in str(refused.exception)

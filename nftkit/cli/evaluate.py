@@ -32,6 +32,14 @@ def _evaluator(
     from nftkit.evaluators.reward_set import RewardSetEvaluator
 
     kwargs: dict[str, Any] = {"n_samples": n_samples, "prompts_path": prompts, "device": device}
+    vlm_opts = {k: v for k, v in options.items() if k in ("vlm_url", "vlm_model") and v is not None}
+    if vlm_opts:
+        import inspect
+
+        if "vlm_url" not in inspect.signature(cls.__init__).parameters:
+            raise UsageError(f"--vlm-url / --vlm-model apply to VQA-judged suites (geneval2, dpg), "
+                             f"not {suite}")
+        kwargs.update(vlm_opts)
     reward_opts = {k: v for k, v in options.items()
                    if k in ("rewards", "unifiedreward_url", "clip_preprocess")}
     if issubclass(cls, RewardSetEvaluator):
@@ -69,6 +77,11 @@ def evaluate(
     clip_preprocess: str = typer.Option(None, "--clip-preprocess", help="drawbench/pickscore "
                                         "CLIPScore: diffusionnft (default, DiffusionNFT's "
                                         "ClipScorer) or processor (transformers' CLIP processor)."),
+    vlm_url: str = typer.Option(None, "--vlm-url", help="geneval2/dpg: OpenAI-compatible VQA "
+                                "server (default $NFTKIT_VLM_URL)."),
+    vlm_model: str = typer.Option(None, "--vlm-model", help="geneval2/dpg: model name on that "
+                                  "server, or a local folder with NFTKIT_VLM_BACKEND=transformers "
+                                  "(default $NFTKIT_VLM_MODEL)."),
     device: str = typer.Option("cpu", help="Torch device."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -88,7 +101,8 @@ def evaluate(
     validate_eval(suite, model, base, images, prompts, output, device)  # before downloads/loads
     evaluator = _evaluator(suite, n_samples, prompts, device,
                            {"rewards": rewards, "unifiedreward_url": unifiedreward_url,
-                            "clip_preprocess": clip_preprocess})
+                            "clip_preprocess": clip_preprocess, "vlm_url": vlm_url,
+                            "vlm_model": vlm_model})
     if images is None:
         evaluator.prompts()  # resolve (and check) the prompt set before loading the model
     dist = Distributed.from_env(device)
