@@ -46,6 +46,7 @@ def evaluate(
     model: str = typer.Option(None, "--model", "-m", help="Hub id, diffusers folder, training "
                               "output folder, LoRA folder (with --base) or shapes model."),
     base: str = typer.Option(None, "--base", help="Base model of a LoRA folder given as --model."),
+    family: str = typer.Option(None, "--family", help="Model family (overrides model_index.json)."),
     images: Path = typer.Option(None, "--images", help="Score existing images instead: a GenEval "
                                 "layout folder or a JSONL manifest (image, prompt, metadata)."),
     prompts: Path = typer.Option(None, "--prompts", "-p", help="Prompt file instead of the "
@@ -100,7 +101,7 @@ def evaluate(
         else:
             from nftkit.policies.loading import load_policy
 
-            policy = load_policy(model, device=dist.device(device), base=base)
+            policy = load_policy(model, device=dist.device(device), base=base, family=family)
             settings = EvalSettings(
                 steps=steps or evaluator.default_steps, solver=solver or evaluator.default_solver,
                 cfg=cfg, seed=seed, batch_size=batch_size, limit=limit,
