@@ -20,7 +20,12 @@ from safetensors.torch import load_file
 
 from nftkit.errors import MissingWeightsError, UsageError
 from nftkit.policies.base import Policy
-from nftkit.policies.families import family_class, family_for_folder, family_for_hub_id
+from nftkit.policies.families import (
+    PIPELINE_INDEX,
+    family_class,
+    family_for_folder,
+    family_for_hub_id,
+)
 from nftkit.policies.sd3_loading import looks_like_hub_id
 from nftkit.policies.shapes import BUILTIN_MODELS, CONFIG_FILE, ShapesPolicy
 
@@ -57,13 +62,13 @@ def describe_model(
         if not isinstance(info, dict) or "base" not in info:
             raise MissingWeightsError(f"{path / MODEL_INFO_FILE} does not name its base model")
         return info
-    if str(model) in BUILTIN_MODELS or (path / CONFIG_FILE).is_file():
-        return {"family": "shapes", "base": str(model)}
-    if path.is_dir():
+    if path.is_dir() and (family or (path / PIPELINE_INDEX).is_file()):
         found = family or family_for_folder(path)
         if found is not None:
             return {"family": found, "base": str(model)}
-    elif looks_like_hub_id(str(model)):
+    if str(model) in BUILTIN_MODELS or (path / CONFIG_FILE).is_file():
+        return {"family": "shapes", "base": str(model)}
+    if not path.is_dir() and looks_like_hub_id(str(model)):
         return {"family": family or family_for_hub_id(str(model)), "base": str(model)}
     if path.exists():
         raise MissingWeightsError(

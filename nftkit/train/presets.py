@@ -230,3 +230,6 @@ def _named_prompt_file(name: str) -> Path:
         f"training prompt set '{name}' not found at {where}. Get it from {origin} and set "
         "NFTKIT_PROMPTS_DIR, or pass --prompts FILE (.txt, or .jsonl with metadata)."
     )
+
+
+import nftkit.train.presets_families  # noqa: E402, F401  (sd35l-*, flux-dev-*: the larger families)
