@@ -50,6 +50,7 @@ class DiffusersFlowPolicy:
     lora_targets: ClassVar[list[str]] = []
     lora_prefix = "transformer"
     default_max_sequence_length: ClassVar[int] = 512
+    sample_integer_timestep: ClassVar[bool] = False  # the official sampler truncates timesteps
 
     def __init__(
         self,
@@ -138,7 +139,8 @@ class DiffusersFlowPolicy:
         raise NotImplementedError
 
     def _forward(
-        self, module: nn.Module, x_t: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any]
+        self, module: nn.Module, x_t: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any],
+        integer_timestep: bool = False,
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -209,10 +211,9 @@ class DiffusersFlowPolicy:
         context = use_adapter(self.model, adapter) if self._has_lora else nullcontext()
         module = self.forward_module or self.model
         sigma = t.to(self.device, torch.float32).reshape(-1).expand(x_t.shape[0])
-        if integer_timestep:
-            sigma = torch.floor(sigma * 1000.0) / 1000.0
         with context, self._autocast():
-            out = self._forward(module, x_t.to(self.device, self.dtype), sigma, cond)
+            out = self._forward(module, x_t.to(self.device, self.dtype), sigma, cond,
+                                integer_timestep=integer_timestep)
         return out.float()
 
     # ------------------------------------------------------------------ sampling
@@ -239,7 +240,8 @@ class DiffusersFlowPolicy:
         self._has_lora = has_lora_layers(self.model)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.velocity(x, t, cond, adapter=adapter if self._has_lora else None)
+            return self.velocity(x, t, cond, adapter=adapter if self._has_lora else None,
+                                 integer_timestep=self.sample_integer_timestep)
 
         ts = self.time_grid(steps) if shift is None else timesteps(steps, shift)
         if solver == "euler":

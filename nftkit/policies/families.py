@@ -29,6 +29,7 @@ BUILTIN_FAMILIES = {
     "shapes": "nftkit.policies.shapes_family:ShapesFamily",
     "sd3": "nftkit.policies.sd3_family:SD3Family",
     "flux": "nftkit.policies.flux:FluxPolicy",
+    "sana": "nftkit.policies.sana:SanaPolicy",
 }
 LEGACY_HUB_FAMILY = "sd3"  # an unrecognised owner/name id was always read as Stable Diffusion 3
 

@@ -111,8 +111,10 @@ class FluxPolicy(DiffusersFlowPolicy):
         return {"prompt_embeds": embeds, "pooled_projections": pooled}
 
     def _forward(
-        self, module: nn.Module, x_t: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any]
+        self, module: nn.Module, x_t: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any],
+        integer_timestep: bool = False,
     ) -> torch.Tensor:
+        # FluxPipeline never truncates: ``integer_timestep`` has nothing to do here
         b, _, h, w = x_t.shape
         embeds = cond["prompt_embeds"].to(self.dtype)
         guidance = None
