@@ -160,6 +160,9 @@ class DiffusersFlowPolicy:
         scheduler = copy.deepcopy(self.pipeline.scheduler)
         scheduler.set_timesteps(device="cpu", **self._grid_kwargs(num_steps))
         sigmas = torch.as_tensor(scheduler.sigmas).to(torch.float64)
+        if not bool(torch.isfinite(sigmas).all()):
+            raise ValueError(f"{type(scheduler).__name__} has no {num_steps}-step grid for "
+                             f"{self.family}; use more steps")
         if sigmas.numel() != num_steps + 1 or float(sigmas[-1]) != 0.0:
             raise ValueError(f"{type(scheduler).__name__} gave an unexpected grid {sigmas.tolist()}")
         return sigmas

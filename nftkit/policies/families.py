@@ -30,6 +30,7 @@ BUILTIN_FAMILIES = {
     "sd3": "nftkit.policies.sd3_family:SD3Family",
     "flux": "nftkit.policies.flux:FluxPolicy",
     "sana": "nftkit.policies.sana:SanaPolicy",
+    "qwen-image": "nftkit.policies.qwen_image:QwenImagePolicy",
 }
 LEGACY_HUB_FAMILY = "sd3"  # an unrecognised owner/name id was always read as Stable Diffusion 3
 
