@@ -20,7 +20,7 @@ from nftkit.policies.loading import describe_model
 from tests.conftest import REPO_ROOT, run_cli
 
 EXAMPLE = REPO_ROOT / "examples" / "nftkit-toyflow"
-BUILTIN = {"shapes", "sd3", "flux"}
+BUILTIN = {"shapes", "sd3", "flux", "sana", "qwen-image"}
 
 
 def _pip_install_target(project: Path, target: Path) -> None:
