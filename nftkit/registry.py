@@ -1,4 +1,4 @@
-"""Plugin registry over Python entry points (groups ``nftkit.rewards`` and ``nftkit.evaluators``).
+"""Plugin registry over Python entry points (``nftkit.rewards``, ``nftkit.evaluators``, ``nftkit.policies``).
 
 Listing reads entry-point metadata only; a plugin module is imported when it is used or when
 its status is asked for. An import that raises is recorded as a failed plugin and never stops
@@ -25,6 +25,7 @@ from nftkit.errors import InvalidPluginError, PluginLoadError, UnknownPluginErro
 
 REWARDS_GROUP = "nftkit.rewards"
 EVALUATORS_GROUP = "nftkit.evaluators"
+POLICIES_GROUP = "nftkit.policies"
 ALLOW_ENV = "NFTKIT_PLUGINS"
 DENY_ENV = "NFTKIT_DISABLE_PLUGINS"
 
@@ -245,6 +246,7 @@ EVALUATOR_CONTRACT = Contract(
 )
 REWARDS = Registry(REWARDS_GROUP, "reward", REWARD_CONTRACT)
 EVALUATORS = Registry(EVALUATORS_GROUP, "evaluator", EVALUATOR_CONTRACT)
+POLICIES = Registry(POLICIES_GROUP, "policy family")
 
 
 def reward_class(name: str) -> type:

@@ -31,6 +31,27 @@ def make_tiny_sd3(
     typer.echo(str(output))
 
 
+@debug_app.command("make-tiny")
+def make_tiny(
+    output: Path = typer.Argument(..., help="Folder to write the diffusers pipeline into."),
+    family: str = typer.Option(..., "--family", help="Model family, e.g. sd3, flux, sana."),
+    variant: str = typer.Option(None, "--variant", help="Family variant, e.g. flux: dev, schnell."),
+    seed: int = typer.Option(0, help="Random seed of the weights."),
+) -> None:
+    """Write a tiny random-init pipeline of a model family in its real diffusers layout."""
+    from nftkit.errors import UsageError
+    from nftkit.policies.families import family_class
+
+    cls = family_class(family)
+    builder = getattr(cls, "make_tiny", None)
+    if builder is None:
+        raise UsageError(f"family '{family}' has no tiny builder")
+    if output.exists() and any(output.iterdir()):
+        raise UsageError(f"{output} is not empty; choose a new folder")
+    builder(output, seed=seed, **({"variant": variant} if variant else {}))
+    typer.echo(str(output))
+
+
 @debug_app.command("make-tiny-weights")
 def make_tiny_weights_command(
     output: Path = typer.Argument(..., help="Weights directory to write DIR/<reward>/ into."),

@@ -56,6 +56,7 @@ def evaluate(
     model: str = typer.Option(None, "--model", "-m", help="Hub id, diffusers folder, training "
                               "output folder, LoRA folder (with --base) or shapes model."),
     base: str = typer.Option(None, "--base", help="Base model of a LoRA folder given as --model."),
+    family: str = typer.Option(None, "--family", help="Model family (overrides model_index.json)."),
     images: Path = typer.Option(None, "--images", help="Score existing images instead: a GenEval "
                                 "layout folder or a JSONL manifest (image, prompt, metadata)."),
     prompts: Path = typer.Option(None, "--prompts", "-p", help="Prompt file instead of the "
@@ -98,7 +99,7 @@ def evaluate(
         raise UsageError("--batch-size, --limit and --steps must be >= 1")
     if cfg <= 0:
         raise UsageError(f"--cfg must be > 0 (1.0 = no guidance), got {cfg}")
-    validate_eval(suite, model, base, images, prompts, output, device)  # before downloads/loads
+    validate_eval(suite, model, base, images, prompts, output, device, family)  # before downloads/loads
     evaluator = _evaluator(suite, n_samples, prompts, device,
                            {"rewards": rewards, "unifiedreward_url": unifiedreward_url,
                             "clip_preprocess": clip_preprocess, "vlm_url": vlm_url,
@@ -121,7 +122,7 @@ def evaluate(
         if images is None:
             from nftkit.policies.loading import load_policy
 
-            policy = load_policy(model, device=dist.device(device), base=base)
+            policy = load_policy(model, device=dist.device(device), base=base, family=family)
         settings = EvalSettings(
             steps=steps or evaluator.default_steps, solver=solver or evaluator.default_solver,
             cfg=cfg, seed=seed, batch_size=batch_size, limit=limit,

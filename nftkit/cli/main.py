@@ -17,6 +17,7 @@ import typer
 from nftkit import __version__
 from nftkit.cli import debug, demo, evaluate, leaderboard, plugins, score, serve, train
 from nftkit.cli import export as export_cmd
+from nftkit.cli import policies as policies_cmd
 from nftkit.cli import prompts as prompts_cmd
 from nftkit.cli import report as report_cmd
 from nftkit.cli.state import STATE
@@ -60,6 +61,7 @@ def root(
 
 app.add_typer(plugins.rewards_app, name="rewards")
 app.add_typer(plugins.evaluators_app, name="evaluators")
+app.add_typer(policies_cmd.policies_app, name="policies")
 app.command("score")(score.score)
 app.command("leaderboard")(leaderboard.leaderboard)
 app.command("train")(train.train)

@@ -23,6 +23,7 @@ def train(
         "baseline). A preset brings its own (e.g. 'shapes-grpo').",
     ),
     model: str = typer.Option(None, "--model", "-m", help="Base model (overrides the preset)."),
+    family: str = typer.Option(None, "--family", help="Model family (overrides model_index.json)."),
     rewards: str = typer.Option(None, "--rewards", "-r", help="Reward spec, e.g. 'ocr,jpeg=0.5'."),
     prompts: str = typer.Option(None, "--prompts", help="Prompt source: suite name or file."),
     output: Path = typer.Option(..., "--output", "-o", help="Training output folder."),
@@ -73,6 +74,8 @@ def train(
     policy_options = {**(base.policy if base else {}),
                       **{k.split(".", 1)[1]: options.pop(k) for k in list(options)
                          if k.startswith("policy.")}}
+    if isinstance(family, str):  # called as a function (demo), typer leaves an OptionInfo
+        policy_options["family"] = family
     if stages is None and base is not None and not (rewards or prompts):
         stages = base.stages
     options.update({k: v for k, v in {"epochs": steps, "seed": seed,

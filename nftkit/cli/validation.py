@@ -116,14 +116,14 @@ def check_output_folder(path: Path | None, flag: str = "--output") -> None:
         raise UsageError(f"{flag} {path}: {probe} is not writable; choose another {flag}")
 
 
-def check_model(model: str, base: str | None = None) -> None:
+def check_model(model: str, base: str | None = None, family: str | None = None) -> None:
     """A model that can be loaded without a surprise: it exists, in a known layout, and an
     offline hub id is in the Hugging Face cache."""
     from nftkit.policies.loading import describe_model
-    from nftkit.policies.sd3_loading import is_sd3_dir, looks_like_hub_id
+    from nftkit.policies.sd3_loading import looks_like_hub_id
     from nftkit.policies.shapes import BUILTIN_MODELS, CONFIG_FILE, WEIGHTS_FILE
 
-    info: dict[str, Any] = describe_model(model, base)
+    info: dict[str, Any] = describe_model(model, base, family=family)
     path = Path(model)
     lora = info.get("lora")
     if lora:  # an nftkit training output: its base, and its adapter file
@@ -134,7 +134,7 @@ def check_model(model: str, base: str | None = None) -> None:
             check_model(str(info["base"]))
         return
     if info.get("diffusers_lora"):
-        check_model(str(base))
+        check_model(str(base), family=family)
         return
     name = str(info.get("base", model))
     if info.get("family", "shapes") == "shapes":
@@ -145,10 +145,10 @@ def check_model(model: str, base: str | None = None) -> None:
             )
         return
     if Path(name).is_dir():
-        if not is_sd3_dir(name):
+        if not (Path(name) / "model_index.json").is_file():
             raise MissingWeightsError(
-                f"{name} is not a diffusers folder: model_index.json naming a "
-                "StableDiffusion3Pipeline is expected"
+                f"{name} is not a diffusers folder: model_index.json naming the pipeline class "
+                "(e.g. StableDiffusion3Pipeline, FluxPipeline) is expected"
             )
         return
     if looks_like_hub_id(name):
@@ -222,7 +222,7 @@ def validate_train(spec: Any) -> None:
     pairs = [(s.rewards, s.prompts) for s in stages] or [(spec.rewards, spec.prompts)]
     for rewards, _ in pairs:
         check_reward_spec(rewards)
-    check_model(spec.model)
+    check_model(spec.model, family=(getattr(spec, "policy_options", None) or {}).get("family"))
     for _, prompts in pairs:
         check_training_prompts(prompts)
     check_output_folder(Path(spec.output))
@@ -236,6 +236,7 @@ def validate_eval(
     prompts: Path | None,
     output: Path | None,
     device: str,
+    family: str | None = None,
 ) -> None:
     """Everything `nftkit eval` can check before prompt downloads, model loads or db rows."""
     check_suite(suite)
@@ -243,7 +244,7 @@ def validate_eval(
     if images is not None:
         check_input_path(images, "--images")
     elif model is not None:
-        check_model(model, base)
+        check_model(model, base, family)
     check_input_path(prompts, "--prompts", folder=False)
     check_output_folder(output)
 

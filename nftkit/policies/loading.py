@@ -5,7 +5,9 @@ model.safetensors), a Stable Diffusion 3 hub id (``stabilityai/stable-diffusion-
 or diffusers pipeline folder (model_index.json), an nftkit training output folder
 (``nftkit_model.json`` + ``lora/``), whose base model is loaded and whose EMA LoRA adapter is
 applied, or a diffusers LoRA folder (``pytorch_lora_weights.safetensors``, as ``nftkit export``
-writes) on top of a Stable Diffusion 3 ``base``, fused into the base weights.
+writes) on top of a diffusers ``base``, fused into the base weights. Diffusers models go to
+the policy family (``nftkit.policies.families``) that lists their ``model_index.json``
+``_class_name``; ``family=`` (``--family NAME``) overrides that choice.
 """
 
 from __future__ import annotations
@@ -18,17 +20,26 @@ from safetensors.torch import load_file
 
 from nftkit.errors import MissingWeightsError, UsageError
 from nftkit.policies.base import Policy
-from nftkit.policies.sd3_loading import is_sd3_dir, looks_like_hub_id
+from nftkit.policies.families import (
+    PIPELINE_INDEX,
+    family_class,
+    family_for_folder,
+    family_for_hub_id,
+)
+from nftkit.policies.sd3_loading import looks_like_hub_id
 from nftkit.policies.shapes import BUILTIN_MODELS, CONFIG_FILE, ShapesPolicy
 
 MODEL_INFO_FILE = "nftkit_model.json"
 DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
-def describe_model(model: str | Path, base: str | None = None) -> dict[str, Any]:
+def describe_model(
+    model: str | Path, base: str | None = None, family: str | None = None
+) -> dict[str, Any]:
     """What kind of model ``model`` names: {"family": ..., "base": ..., "lora": ...}.
 
-    ``base`` is the model that a diffusers LoRA folder applies to.
+    ``base`` is the model that a diffusers LoRA folder applies to; ``family`` forces the family
+    of a diffusers folder or hub id (training output folders keep the family they recorded).
     """
     path = Path(model)
     if (path / DIFFUSERS_LORA_FILE).is_file() and not (path / MODEL_INFO_FILE).is_file():
@@ -37,10 +48,10 @@ def describe_model(model: str | Path, base: str | None = None) -> dict[str, Any]
                 f"{path} is a LoRA folder: pass --base MODEL, e.g. --base "
                 "stabilityai/stable-diffusion-3.5-medium or a diffusers folder"
             )
-        base_info = describe_model(base)
-        if base_info.get("family") != "sd3" or base_info.get("lora"):
-            raise UsageError(f"--base {base}: a diffusers LoRA needs a Stable Diffusion 3 base")
-        return {"family": "sd3", "base": str(base), "diffusers_lora": str(path)}
+        base_info = describe_model(base, family=family)
+        if base_info.get("family") == "shapes" or base_info.get("lora"):
+            raise UsageError(f"--base {base}: a diffusers LoRA needs a diffusers pipeline base")
+        return {"family": base_info["family"], "base": str(base), "diffusers_lora": str(path)}
     if base is not None:
         raise UsageError(f"--base is only for LoRA folders ({DIFFUSERS_LORA_FILE}); {model} is not")
     if (path / MODEL_INFO_FILE).is_file():
@@ -51,37 +62,44 @@ def describe_model(model: str | Path, base: str | None = None) -> dict[str, Any]
         if not isinstance(info, dict) or "base" not in info:
             raise MissingWeightsError(f"{path / MODEL_INFO_FILE} does not name its base model")
         return info
+    if path.is_dir() and (family or (path / PIPELINE_INDEX).is_file()):
+        found = family or family_for_folder(path)
+        if found is not None:
+            return {"family": found, "base": str(model)}
     if str(model) in BUILTIN_MODELS or (path / CONFIG_FILE).is_file():
         return {"family": "shapes", "base": str(model)}
-    if is_sd3_dir(path) or looks_like_hub_id(str(model)):
-        return {"family": "sd3", "base": str(model)}
+    if not path.is_dir() and looks_like_hub_id(str(model)):
+        return {"family": family or family_for_hub_id(str(model)), "base": str(model)}
     if path.exists():
         raise MissingWeightsError(
             f"{path} is neither an nftkit training folder ({MODEL_INFO_FILE}) nor a model folder"
         )
     raise UsageError(
-        f"model not found: {model}. Give 'shapes-base', a model folder, a Stable Diffusion 3 "
-        "hub id or diffusers folder, or a training output folder written by `nftkit train`."
+        f"model not found: {model}. Give 'shapes-base', a model folder, a diffusers hub id or "
+        "pipeline folder, or a training output folder written by `nftkit train`."
     )
 
 
 def load_policy(
-    model: str | Path, device: str = "cpu", base: str | None = None, **kwargs: Any
+    model: str | Path,
+    device: str = "cpu",
+    base: str | None = None,
+    family: str | None = None,
+    **kwargs: Any,
 ) -> Policy:
-    """Load the policy named by ``model`` (a base, or a base + trained LoRA)."""
-    info = describe_model(model, base)
-    family = info.get("family", "shapes")
-    policy: Policy
-    if family == "shapes":
-        policy = ShapesPolicy.from_pretrained(info["base"], device=device, **kwargs)
-    elif family == "sd3":
-        from nftkit.policies.sd3 import SD3Policy
+    """Load the policy named by ``model`` (a base, or a base + trained LoRA).
 
-        policy = SD3Policy.from_pretrained(info["base"], device=device, **kwargs)
+    ``family`` (``--family NAME``) overrides the family found from ``model_index.json``.
+    """
+    info = describe_model(model, base, family)
+    name = info.get("family", "shapes")
+    policy: Policy
+    if name == "shapes":
+        policy = ShapesPolicy.from_pretrained(info["base"], device=device, **kwargs)
+    else:
+        policy = family_class(name).from_pretrained(info["base"], device=device, **kwargs)
         if info.get("diffusers_lora"):
             _fuse_diffusers_lora(policy, info["diffusers_lora"])
-    else:
-        raise UsageError(f"model family '{family}' is not supported by this nftkit build")
     lora = info.get("lora")
     if lora:
         from nftkit.train.lora import add_nft_adapters, load_adapter_parameters

@@ -287,3 +287,5 @@ PRESETS.update({
         "10 SDE steps, clip 1e-4, KL 0.04; eval 40-step ODE at CFG 4.5",
     ),
 })
+
+import nftkit.train.presets_families  # noqa: E402, F401  (sd35l-*, flux-dev-*: the larger families)

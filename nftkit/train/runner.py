@@ -98,7 +98,7 @@ def _run_locked(
             "another --output"
         )
     torch.manual_seed(spec.config.seed)
-    info = describe_model(spec.model)
+    info = describe_model(spec.model, family=(spec.policy_options or {}).get("family"))
     policy = load_policy(spec.model, device=device, **_policy_kwargs(spec.policy_options))
     stages = parse_stages(spec.stages)
     first = stage_at(stages, 0) if stages else Stage("main", 1, spec.rewards, spec.prompts)

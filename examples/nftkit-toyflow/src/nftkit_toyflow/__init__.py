@@ -1,0 +1,1 @@
+"""A third-party nftkit model family: a tiny pure-torch rectified-flow model."""
