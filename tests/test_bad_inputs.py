@@ -584,12 +584,22 @@ def test_shapes_model_folder_without_weights(cli, tiny_model: Path, tmp_path: Pa
     _nothing_written(cli, tmp_path, _train_args(broken, out), 1, "model.safetensors is missing")
 
 
-def test_diffusers_folder_that_is_not_sd3(cli, tmp_path: Path) -> None:
+def test_diffusers_folder_of_an_unknown_pipeline(cli, tmp_path: Path) -> None:
     folder = tmp_path / "pipe"
     folder.mkdir()
-    (folder / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    (folder / "model_index.json").write_text('{"_class_name": "KandinskyPipeline"}')
     args = ["eval", "--model", str(folder), "--suite", "shapes", "--limit", "1"]
-    _nothing_written(cli, tmp_path, args, 1, str(folder), "neither")
+    _nothing_written(cli, tmp_path, args, 2, str(folder), "no installed policy family", "--family")
+
+
+def test_diffusers_folder_missing_a_component(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "pipe"
+    (folder / "vae").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "FluxPipeline", "vae": ["diffusers", "AutoencoderKL"],
+        "transformer": ["diffusers", "FluxTransformer2DModel"]}))
+    args = ["eval", "--model", str(folder), "--suite", "shapes", "--limit", "1"]
+    _nothing_written(cli, tmp_path, args, 1, str(folder), "transformer")
 
 
 def test_serve_unknown_reward_fails_before_loading(cli, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ with one line that says what to do. Nothing here writes a file or imports a mode
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -145,14 +146,32 @@ def check_model(model: str, base: str | None = None, family: str | None = None) 
             )
         return
     if Path(name).is_dir():
-        if not (Path(name) / "model_index.json").is_file():
-            raise MissingWeightsError(
-                f"{name} is not a diffusers folder: model_index.json naming the pipeline class "
-                "(e.g. StableDiffusion3Pipeline, FluxPipeline) is expected"
-            )
+        check_pipeline_folder(Path(name))
         return
     if looks_like_hub_id(name):
         check_hub_model_cached(name)
+
+
+def check_pipeline_folder(folder: Path) -> None:
+    """A diffusers pipeline folder whose model_index.json components are all present."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise MissingWeightsError(
+            f"{folder} is not a diffusers folder: model_index.json naming the pipeline class "
+            "(e.g. StableDiffusion3Pipeline, FluxPipeline) is expected"
+        )
+    try:
+        entries = json.loads(index.read_text())
+    except (ValueError, OSError) as exc:
+        raise MissingWeightsError(f"{index} is not valid JSON ({exc})") from exc
+    components = [k for k, v in entries.items() if not k.startswith("_")
+                  and isinstance(v, list) and len(v) == 2 and v[0] is not None]
+    missing = [k for k in components if not (folder / k).is_dir()]
+    if missing:
+        raise MissingWeightsError(
+            f"{folder} lacks the component folder(s) {', '.join(missing)} that model_index.json "
+            "names; download the whole pipeline (e.g. huggingface-cli download REPO --local-dir DIR)"
+        )
 
 
 def check_hub_model_cached(repo_id: str) -> None:
