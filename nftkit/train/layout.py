@@ -119,13 +119,6 @@ def plan_layout(config: Any, processes: int = 1) -> TrainLayout:
                        ("grad_accum", accum_given)):
         if value is not None and int(value) < 1:
             raise UsageError(f"{key} must be >= 1, got {value}")
-    if n % processes:
-        valid = [p for p in range(1, n + 1) if n % p == 0]
-        raise UsageError(
-            f"{prompts} prompts x {group} images = {n} samples per epoch do not split over "
-            f"{processes} processes; use {_either(_nearest(valid, processes))} processes or "
-            "change prompts_per_epoch/group_size"
-        )
     if per_step is not None and per_epoch is not None and per_step * per_epoch != n:
         raise UsageError(
             f"samples_per_step={per_step} x steps_per_epoch={per_epoch} != {n} samples per "
@@ -143,6 +136,13 @@ def plan_layout(config: Any, processes: int = 1) -> TrainLayout:
                   sample_batch_size=int(config.sample_batch_size), train_batch_size=batch,
                   epochs=int(config.epochs), trained_timesteps=trained_timesteps(config))
     if per_step is None:  # no stated layout: the given grad_accum (the behaviour before layouts)
+        if n % processes:
+            valid = [p for p in range(1, n + 1) if n % p == 0]
+            raise UsageError(
+                f"{prompts} prompts x {group} images = {n} samples per epoch do not split over "
+                f"{processes} processes; use {_either(_nearest(valid, processes))} processes or "
+                "change prompts_per_epoch/group_size"
+            )
         accum = int(accum_given or 1)
         micro = math.ceil(n // processes / batch)
         return TrainLayout(grad_accum=accum, samples_per_step=processes * batch * accum,
@@ -186,11 +186,11 @@ def _split_error(per_step: int, processes: int, batch: int, prompts: int, group:
         groups = [g for g in range(1, 4 * group + 1)
                   if (prompts * g) % (steps * processes * batch) == 0]
         if groups:
-            hints.append(f"or group_size {_either(_nearest(groups, group))} ({prompts} prompts, "
+            hints.append(f"{'or' if per_step % processes == 0 else 'use'} group_size {_either(_nearest(groups, group))} ({prompts} prompts, "
                          f"{steps} optimizer step(s) per epoch, batch {batch})")
     else:
         n = prompts * group
         valid = [s for s in range(processes * batch, n + 1, processes * batch) if n % s == 0]
         if valid:
-            hints.append(f"or samples_per_step {_either(_nearest(valid, per_step))}")
+            hints.append(f"{'or' if per_step % processes == 0 else 'use'} samples_per_step {_either(_nearest(valid, per_step))}")
     return f"{head}; {'; '.join(hints)}"
