@@ -92,7 +92,7 @@ def train(
         stages = base.stages
     if epochs is not None and steps is not None and epochs != steps:
         raise UsageError("--steps is an alias of --epochs; give only --epochs")
-    if steps is not None:
+    if steps is not None and not quiet:
         typer.echo("note: --steps counts epochs; it is deprecated, use --epochs", err=True)
     epochs = epochs if epochs is not None else steps
     if epochs is not None and epochs < 1:
@@ -121,12 +121,12 @@ def train(
         stages=stages or [],
     )
     console = Console(stderr=True)
-    if int(os.environ.get("RANK", "0") or 0) == 0:
-        console.print(
+    if not quiet and int(os.environ.get("RANK", "0") or 0) == 0:
+        typer.echo(
             f"{layout.epochs} epochs x {layout.steps_per_epoch} optimizer steps = "
             f"{layout.optimizer_steps} optimizer steps ({layout.samples_per_step} samples per "
             f"step: {world} process(es) x batch {layout.train_batch_size} x grad accum "
-            f"{layout.grad_accum})"
+            f"{layout.grad_accum})", err=True,
         )
     progress = Progress(
         TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
