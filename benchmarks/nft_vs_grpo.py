@@ -38,9 +38,9 @@ from nftkit.train.presets import get_preset, resolve_training_prompts
 
 PRESETS = {"nft": "shapes", "grpo": "shapes-grpo"}
 BUDGET_KEYS = ("prompts_per_epoch", "group_size", "sample_batch_size", "train_batch_size",
-               "grad_accum")
+               "samples_per_step", "steps_per_epoch", "grad_accum")
 QUICK = {"prompts_per_epoch": 4, "group_size": 4, "sample_batch_size": 16,
-         "train_batch_size": 8, "num_steps": 6}
+         "train_batch_size": 8, "samples_per_step": 8, "num_steps": 6}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -57,9 +57,10 @@ def method_configs(epochs: int | None, quick: bool) -> dict[str, TrainConfig]:
 
 def images_per_step(config: TrainConfig) -> float:
     """Sampled images per optimizer step."""
-    n = config.prompts_per_epoch * config.group_size
-    micro = -(-n // config.train_batch_size)
-    return n / -(-micro // config.grad_accum)
+    from nftkit.train.layout import plan_layout
+
+    layout = plan_layout(config, 1)
+    return layout.samples_per_epoch / layout.steps_per_epoch
 
 
 def evaluate(trainer: Any, evaluator: ShapesEvaluator, settings: EvalSettings) -> float:

@@ -29,8 +29,9 @@ from tests.conftest import run_cli
 from tests.sd3_helpers import TINY_NFT, write_prompts
 from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
 
-# 3 epochs of 8 samples, train batch 4: 2 optimizer steps per epoch, a checkpoint every epoch.
-SHAPES_NFT = ["--steps", "3", "--checkpoint-every", "1", "--quiet",
+# 3 epochs of 8 samples, train batch 4: 2 optimizer steps per epoch, a checkpoint every epoch
+# (the preset states 16 samples per step, so the smaller epoch states its own 4).
+SHAPES_NFT = ["--steps", "3", "--checkpoint-every", "1", "--quiet", "--set", "samples_per_step=4",
               "--set", "prompts_per_epoch=2", "--set", "group_size=4", "--set", "num_steps=3",
               "--set", "sample_batch_size=8", "--set", "train_batch_size=4",
               "--set", "max_train_timesteps=1", "--set", "lora_rank=2", "--set", "lora_alpha=4",

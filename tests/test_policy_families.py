@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from nftkit.errors import UnknownPluginError, UsageError
 from nftkit.policies.families import family_class, family_for_hub_id
@@ -88,23 +85,12 @@ def test_hub_ids_and_folders_resolve_to_families(tmp_path: Path, monkeypatch) ->
         describe_model(folder)
 
 
-def test_flux_preset_shift_reproduces_the_flux_scheduler_grid() -> None:
-    """e^mu * s / (1 + (e^mu - 1) s) == e^mu / (e^mu + 1/s - 1): the same grid at 512 px."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
+def test_family_presets_sample_on_the_family_scheduler_grid() -> None:
+    """No preset forces a shifted-linspace grid: each trains on its policy's own time_grid."""
+    from nftkit.train.presets_families import FAMILY_PRESETS
 
-    from nftkit.train.presets import get_preset
-    from nftkit.train.sampling import timesteps
-
-    preset = get_preset("flux-dev-pickscore").train_config()
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-        base_image_seq_len=256, max_image_seq_len=4096)
-    mu = 0.5 + (1.15 - 0.5) / (4096 - 256) * (1024 - 256)  # 512 px = 32 x 32 tokens
-    n = preset.num_steps
-    scheduler.set_timesteps(sigmas=np.linspace(1, 1 / n, n), mu=mu)
-    assert math.isclose(preset.shift, math.exp(mu), rel_tol=1e-4)
-    assert torch.allclose(timesteps(n, preset.shift).double(), scheduler.sigmas.double(),
-                          atol=1e-4)
+    for name, preset in FAMILY_PRESETS.items():
+        assert preset.train_config().shift is None, name
 
 
 def test_third_party_family_plugin(plugin_path: Path, tmp_path: Path) -> None:

@@ -52,7 +52,9 @@ def test_tiny_pipeline_has_every_component_in_diffusers_layout(tiny_sd3: Path) -
 def test_velocity_matches_the_pipeline_transformer_at_sigma(policy: SD3Policy) -> None:
     pipe = policy.pipeline
     prompts = ["a red cube", "two dogs"]
-    embeds, _, pooled, _ = pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False)
+    # 128 T5 tokens, DiffusionNFT's max_sequence_length (the policy's default)
+    embeds, _, pooled, _ = pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False,
+                                              max_sequence_length=128)
     cond = policy.encode_prompts(prompts)
     assert torch.equal(cond["prompt_embeds"], embeds)
     x = torch.randn(2, *policy.latent_shape, generator=torch.Generator().manual_seed(0))
@@ -73,7 +75,7 @@ def test_scheduler_sampling_reproduces_the_pipeline(policy: SD3Policy) -> None:
     prompts = ["a red cube", "a blue car"]
     x_T = torch.randn(2, *policy.latent_shape, generator=torch.Generator().manual_seed(1))
     expected = pipe(prompt=prompts, latents=x_T.clone(), num_inference_steps=4, guidance_scale=1.0,
-                    output_type="latent").images
+                    output_type="latent", max_sequence_length=128).images
     cond = policy.encode_prompts(prompts)
     ours = scheduler_sample(lambda x, t: policy.velocity(x, t, cond, None), x_T, pipe.scheduler, 4)
     assert torch.allclose(ours, expected, atol=1e-5)

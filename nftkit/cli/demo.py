@@ -45,8 +45,9 @@ def demo(
     console.rule("1/3  DiffusionNFT training on the shapes world (CPU)")
     # Every parameter explicitly: a typer command called as a function gets no CLI defaults.
     train(preset="shapes", algo=None, model=None, rewards=None, prompts=None,
-          output=output / "train", steps=steps, resume=resume, seed=None, device="cpu",
-          checkpoint_every=None, config_file=None, overrides=None, quiet=False)
+          output=output / "train", epochs=steps, steps=None, plan=False, processes=None,
+          resume=resume, seed=None, device="cpu", checkpoint_every=None, config_file=None,
+          overrides=None, quiet=False)
     console.rule("2/3  held-out shapes suite: base vs tuned")
     store = ResultsStore(STATE.db)
     results = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,23 @@ def train(
     family: str = typer.Option(None, "--family", help="Model family (overrides model_index.json)."),
     rewards: str = typer.Option(None, "--rewards", "-r", help="Reward spec, e.g. 'ocr,jpeg=0.5'."),
     prompts: str = typer.Option(None, "--prompts", help="Prompt source: suite name or file."),
-    output: Path = typer.Option(..., "--output", "-o", help="Training output folder."),
-    steps: int = typer.Option(None, "--steps", help="Number of epochs (sample + train rounds)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Training output folder."),
+    epochs: int = typer.Option(
+        None, "--epochs",
+        help="Number of epochs (each: sample the epoch's images, then train on them).",
+    ),
+    steps: int = typer.Option(
+        None, "--steps", hidden=True, help="Deprecated alias of --epochs (it counts epochs).",
+    ),
+    plan: bool = typer.Option(
+        False, "--plan",
+        help="Print the derived layout (processes, per-GPU batches, gradient accumulation, "
+        "optimizer steps, total images) and exit without loading a model.",
+    ),
+    processes: int = typer.Option(
+        None, "--processes", min=1,
+        help="Plan for this many GPUs/processes (default: WORLD_SIZE from the launcher, else 1).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
     seed: int = typer.Option(None, "--seed", help="Random seed."),
     device: str = typer.Option("cpu", help="Torch device."),
@@ -50,6 +66,7 @@ def train(
     from nftkit.cli.validation import validate_train
     from nftkit.config_values import typed_train_options
     from nftkit.train.algos import check_algo, make_config
+    from nftkit.train.layout import plan_layout
     from nftkit.train.presets import PRESETS, get_preset
     from nftkit.train.runner import TrainSpec, run_training
 
@@ -78,24 +95,45 @@ def train(
         policy_options["family"] = family
     if stages is None and base is not None and not (rewards or prompts):
         stages = base.stages
-    options.update({k: v for k, v in {"epochs": steps, "seed": seed,
+    if epochs is not None and steps is not None and epochs != steps:
+        raise UsageError("--steps is an alias of --epochs; give only --epochs")
+    if steps is not None and not quiet:
+        typer.echo("note: --steps counts epochs; it is deprecated, use --epochs", err=True)
+    epochs = epochs if epochs is not None else steps
+    if epochs is not None and epochs < 1:
+        raise UsageError("--epochs must be >= 1")
+    options.update({k: v for k, v in {"epochs": epochs, "seed": seed,
                                       "checkpoint_every": checkpoint_every}.items()
                     if v is not None})
+    config = base.train_config(**options) if base else make_config(algo, options)
+    world = processes or int(os.environ.get("WORLD_SIZE", "1") or 1)
+    layout = plan_layout(config, world)  # a layout that does not divide fails here, early
+    if plan:
+        typer.echo(f"plan for {preset or model} ({algo})")
+        typer.echo(layout.describe())
+        return
+    if output is None:
+        raise UsageError("give --output DIR (the training output folder), or --plan")
     spec = TrainSpec(
         preset=preset,
         model=model or (base.model if base else ""),
         rewards=rewards or (base.rewards if base else ""),
         prompts=prompts or (base.prompts if base else ""),
-        config=base.train_config(**options) if base else make_config(algo, options),
+        config=config,
         output=output,
         device=device,
         policy_options=policy_options,
         stages=stages or [],
     )
-    if steps is not None and steps < 1:
-        raise UsageError("--steps must be >= 1")
     validate_train(spec)  # names, model, prompts, output, device: before any bar or load
     console = Console(stderr=True)
+    if not quiet and int(os.environ.get("RANK", "0") or 0) == 0:
+        typer.echo(
+            f"{layout.epochs} epochs x {layout.steps_per_epoch} optimizer steps = "
+            f"{layout.optimizer_steps} optimizer steps ({layout.samples_per_step} samples per "
+            f"step: {world} process(es) x batch {layout.train_batch_size} x grad accum "
+            f"{layout.grad_accum})", err=True,
+        )
     progress = Progress(
         TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
         TextColumn("reward {task.fields[reward]}"), TimeElapsedColumn(),

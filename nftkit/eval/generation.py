@@ -17,7 +17,7 @@ from PIL import Image
 from nftkit.errors import UsageError
 from nftkit.eval import layout
 from nftkit.eval.specs import EvalItem, EvalSettings
-from nftkit.policies.base import Policy, cat_conds
+from nftkit.policies.base import Policy, cat_conds, policy_time_grid, sampling_velocity_kwargs
 from nftkit.train.faults import fault_point
 from nftkit.train.sampling import sample
 
@@ -42,7 +42,8 @@ def generate(
 
     ``settings.cfg`` != 1 applies classifier-free guidance against the empty prompt.
     """
-    shift = policy_shift(policy) if settings.shift is None else settings.shift
+    grid = policy_time_grid(policy, settings.steps, settings.shift)  # the scheduler's sigmas
+    extra = sampling_velocity_kwargs(policy)  # integer timesteps, as the official pipeline
     images: list[Image.Image] = []
     for start in range(0, len(prompts), settings.batch_size):
         chunk = slice(start, start + settings.batch_size)
@@ -57,12 +58,13 @@ def generate(
 
         def velocity(x: torch.Tensor, t: torch.Tensor, c: Any = cond) -> torch.Tensor:
             if settings.cfg == 1.0:
-                return policy.velocity(x, t, c, adapter=adapter)
+                return policy.velocity(x, t, c, adapter=adapter, **extra)
             both = torch.cat([t, t]) if t.dim() and t.shape[0] == x.shape[0] else t
-            v_uncond, v_cond = policy.velocity(torch.cat([x, x]), both, c, adapter=adapter).chunk(2)
+            v_uncond, v_cond = policy.velocity(torch.cat([x, x]), both, c, adapter=adapter,
+                                               **extra).chunk(2)
             return v_uncond + settings.cfg * (v_cond - v_uncond)
 
-        x0 = sample(velocity, noise, settings.steps, settings.solver, shift)
+        x0 = sample(velocity, noise, settings.steps, settings.solver, grid=grid)
         pixels = policy.decode(x0).cpu()
         arrays = (pixels * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         images.extend(Image.fromarray(a.numpy()) for a in arrays)

@@ -4,10 +4,18 @@ A policy owns a model with the two LoRA adapters of DiffusionNFT ("default", tra
 the frozen sampling copy); ``adapter=None`` means all adapters disabled, i.e. the reference model.
 Conditioning is whatever ``encode_prompts`` returns: a tensor or a dict of tensors whose first
 dimension is the batch, so that trainers can index and concatenate it without knowing its content.
+
+Two optional parts of the contract: ``time_grid(num_steps) -> Tensor`` (the policy's own
+sampling grid: float64, descending from <= 1, num_steps + 1 entries, the last 0; a diffusers
+model returns its scheduler's sigmas) and the ``integer_timestep`` keyword of ``velocity``
+(sampling passes it as True where the official pipeline feeds the network an integer timestep;
+training forwards keep the float). ``policy_time_grid`` and ``sampling_velocity_kwargs`` read
+them, with the shifted linspace grid and no keyword as fallbacks.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -39,6 +47,40 @@ class Policy(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Clean latents -> images float [B, 3, H, W] in [0, 1]."""
         ...
+
+
+def check_time_grid(grid: torch.Tensor, num_steps: int, owner: str = "time grid") -> torch.Tensor:
+    """``grid`` as float64 after checking the contract (length, order, end points)."""
+    grid = torch.as_tensor(grid).detach().to("cpu", torch.float64)
+    if grid.ndim != 1 or grid.numel() != num_steps + 1:
+        raise ValueError(f"{owner}: expected {num_steps + 1} timesteps, got shape {tuple(grid.shape)}")
+    if grid[-1] != 0 or grid[0] > 1 or bool((grid[1:] >= grid[:-1]).any()):
+        raise ValueError(f"{owner}: must decrease strictly from <= 1 to exactly 0, got {grid.tolist()}")
+    return grid
+
+
+def policy_time_grid(policy: Any, num_steps: int, shift: float | None = None) -> torch.Tensor:
+    """The grid a policy samples and trains on: float64 [num_steps + 1], descending, last 0.
+
+    ``shift`` None: the policy's own ``time_grid`` (a diffusers model's scheduler sigmas), or the
+    uniform grid when it has none; a number: nftkit's shifted linspace grid with that shift
+    (``nftkit.train.sampling.timesteps``), an explicit override.
+    """
+    from nftkit.train.sampling import timesteps
+
+    own = getattr(policy, "time_grid", None)
+    if shift is None and callable(own):
+        return check_time_grid(own(num_steps), num_steps, f"{type(policy).__name__}.time_grid")
+    return timesteps(num_steps, 1.0 if shift is None else shift).to(torch.float64)
+
+
+def sampling_velocity_kwargs(policy: Any) -> dict[str, Any]:
+    """Keywords for ``policy.velocity`` while sampling: ``integer_timestep=True`` if it has one."""
+    try:
+        params = inspect.signature(policy.velocity).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"integer_timestep": True} if "integer_timestep" in params else {}
 
 
 def index_cond(cond: Cond, index: torch.Tensor | slice) -> Cond:

@@ -5,7 +5,10 @@ joint-attention projections (REFERENCE.md section 1) through ``nftkit.train.lora
 code the shapes policy uses. Conventions: t in [0, 1] is the flow-matching sigma (t = 1 is
 noise), x_t = (1 - t) x0 + t eps, and the transformer, called with ``timestep = 1000 * t``,
 predicts v = eps - x0, exactly what the diffusers scheduler steps with. Prompts are encoded once
-(CLIP-L + CLIP-G + T5, as ``StableDiffusion3Pipeline.encode_prompt``) and cached.
+(CLIP-L + CLIP-G + T5 with 128 T5 tokens as in DiffusionNFT, as
+``StableDiffusion3Pipeline.encode_prompt``) and cached. As in the official code, the time grid is
+the pipeline scheduler's own sigmas (``time_grid``) and sampling feeds the transformer the
+truncated integer ``int(1000 * t)`` (``integer_timestep=True``) while training uses the float.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nftkit.policies.base import Cond, has_lora_layers
+from nftkit.policies.base import Cond, has_lora_layers, policy_time_grid
 from nftkit.policies.prompt_cache import PromptEmbeddingCache
 from nftkit.policies.sd3_loading import DEFAULT_SD3_MODEL, load_sd3_pipeline
 
@@ -27,6 +30,7 @@ SD3_LORA_TARGETS = [
     "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
 ]  # fmt: skip
 TIMESTEP_SCALE = 1000.0
+DEFAULT_T5_TOKENS = 128  # DiffusionNFT's max_sequence_length in training and eval
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -56,7 +60,7 @@ class SD3Policy:
         resolution: int | None = None,
         autocast_dtype: torch.dtype | None = None,
         gradient_checkpointing: bool = False,
-        max_sequence_length: int = 256,
+        max_sequence_length: int = DEFAULT_T5_TOKENS,
         cache_size: int = 4096,
     ) -> None:
         self.device = torch.device(device)
@@ -74,6 +78,8 @@ class SD3Policy:
         if gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         self.autocast_dtype = autocast_dtype
+        if max_sequence_length < 1:
+            raise ValueError(f"max_sequence_length must be >= 1, got {max_sequence_length}")
         self.max_sequence_length = max_sequence_length
         self.cache = PromptEmbeddingCache(cache_size)
         self.forward_module: nn.Module | None = None  # e.g. a DDP wrapper around ``model``
@@ -118,6 +124,21 @@ class SD3Policy:
         batch = self.cache.get_batch(list(prompts), self._encode)
         return {k: v.to(self.device, self.dtype) for k, v in batch.items()}
 
+    # ------------------------------------------------------------------ time grid
+    def time_grid(self, num_steps: int) -> torch.Tensor:
+        """The scheduler's sigmas for ``num_steps`` steps (float64, descending, last 0).
+
+        ``set_timesteps`` runs on a copy of the pipeline's scheduler (with the model's shift),
+        as the official pipeline does before sampling.
+        """
+        import copy
+
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        scheduler = copy.deepcopy(self.pipeline.scheduler)
+        scheduler.set_timesteps(num_steps, device="cpu")
+        return scheduler.sigmas.detach().to("cpu", torch.float64)
+
     # ------------------------------------------------------------------ velocity
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:
@@ -125,9 +146,14 @@ class SD3Policy:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def velocity(
-        self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond, adapter: str | None = "default"
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond, adapter: str | None = "default",
+        integer_timestep: bool = False,
     ) -> torch.Tensor:
-        """v = eps - x0 at (x_t, t) with adapter ``adapter`` (None: base model), float32."""
+        """v = eps - x0 at (x_t, t) with adapter ``adapter`` (None: base model), float32.
+
+        The transformer gets ``timestep = 1000 * t`` (float32); ``integer_timestep`` truncates it
+        to an integer (torch.long) as the official sampling pipeline does.
+        """
         from nftkit.train.lora import use_adapter
 
         assert isinstance(cond, dict)
@@ -136,6 +162,8 @@ class SD3Policy:
         context = use_adapter(self.model, adapter) if self._has_lora else nullcontext()
         module = self.forward_module or self.model
         timestep = (t.to(self.device, torch.float32) * TIMESTEP_SCALE).expand(x_t.shape[0])
+        if integer_timestep:
+            timestep = timestep.to(torch.long)  # truncation towards zero, as torch.full(long)
         with context, self._autocast():
             out = module(
                 hidden_states=x_t.to(self.device, self.dtype),
@@ -178,8 +206,10 @@ class SD3Policy:
     ) -> torch.Tensor:
         """CFG-free samples: images in [0, 1] (or clean latents).
 
-        ``solver`` is a name from ``nftkit.train.sampling.SOLVERS`` (with ``shift``, default the
-        scheduler's) or any diffusers flow-matching scheduler instance.
+        ``solver`` is a name from ``nftkit.train.sampling.SOLVERS`` or any diffusers
+        flow-matching scheduler instance. With a named solver the grid is the scheduler's
+        (``time_grid``) and the transformer gets integer timesteps, as in the official pipeline;
+        a ``shift`` forces nftkit's shifted linspace grid instead.
         """
         from nftkit.train.sampling import sample as ode_sample
         from nftkit.train.scheduler_sampling import scheduler_sample
@@ -188,14 +218,14 @@ class SD3Policy:
         x_T = noise.to(self.device)
         cond = self.encode_prompts(prompts)
 
-        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.velocity(x, t, cond, adapter=adapter if self._has_lora else None)
+        def velocity(x: torch.Tensor, t: torch.Tensor, integer: bool = False) -> torch.Tensor:
+            return self.velocity(x, t, cond, adapter=adapter if self._has_lora else None,
+                                 integer_timestep=integer)
 
         self._has_lora = has_lora_layers(self.model)
         if isinstance(solver, str):
-            if shift is None:
-                shift = float(self.pipeline.scheduler.config.get("shift", 1.0))
-            x0 = ode_sample(velocity, x_T, steps, solver, shift)
+            grid = policy_time_grid(self, steps, shift)
+            x0 = ode_sample(lambda x, t: velocity(x, t, True), x_T, steps, solver, grid=grid)
         else:
             x0 = scheduler_sample(velocity, x_T, solver, steps)
         return x0 if return_latents else self.decode(x0)

@@ -117,6 +117,12 @@ class ShapesPolicy:
             mask[row, : len(words)] = 1.0
         return {"ids": ids.to(self.device), "mask": mask.to(self.device)}
 
+    def time_grid(self, num_steps: int) -> torch.Tensor:
+        """The shapes world's own grid: nftkit's uniform grid (``sampling.timesteps``), float64."""
+        from nftkit.train.sampling import timesteps
+
+        return timesteps(num_steps, 1.0).to(torch.float64)
+
     def _autocast(self) -> object:
         if self.autocast_dtype is None:
             return nullcontext()

@@ -4,8 +4,8 @@ Each epoch: the lagging "old" adapter samples G images for each of P prompts wit
 ODE solver (no trajectories kept, only clean latents); the composed reward gives group
 advantages (global std) and optimality probabilities r; the trained "default" adapter is fitted
 with the NFT loss at the sampler's own timesteps (implicit positive/negative policies, adaptive
-x0-space weights, the 5/beta scale, MSE to the adapter-disabled reference); then the old adapter
-is soft-updated towards the trained one. EMA weights of the trained adapter are kept for
+x0-space weights, the adv_clip/beta scale, MSE to the adapter-disabled reference); then the old
+adapter is soft-updated towards the trained one. EMA weights of the trained adapter are kept for
 evaluation and export. The trainer only sees the Policy contract, so the shapes model and SD3.5
 share this code. Under several processes (``Distributed``) each process samples and scores its
 contiguous share of the epoch, the rewards are gathered so that advantages use the global std,
@@ -21,7 +21,7 @@ import torch
 
 from nftkit.compose import group_advantages, optimality_probability
 from nftkit.errors import UsageError
-from nftkit.policies.base import index_cond
+from nftkit.policies.base import index_cond, sampling_velocity_kwargs
 from nftkit.train.lora import soft_update_adapter
 from nftkit.train.nft_loss import forward_noise, nft_loss, training_timestep_indices
 from nftkit.train.sampling import sample
@@ -79,16 +79,18 @@ class NFTTrainer(AdapterTrainer):
         draw = self.draw_epoch(epoch)
         noise = draw.noise
         n = noise.shape[0]
+        extra = sampling_velocity_kwargs(self.policy)  # integer timestep, as the pipeline
         latents = []
         for start in range(0, n, cfg.sample_batch_size):
             part = slice(start, min(start + cfg.sample_batch_size, n))
             part_cond = index_cond(draw.cond, part)
 
             def velocity(x: torch.Tensor, t: torch.Tensor, c: Any = part_cond) -> torch.Tensor:
-                return self.policy.velocity(x, t, c, adapter="old")
+                return self.policy.velocity(x, t, c, adapter="old", **extra)
 
             x_T = noise[part].to(self.policy.device)
-            latents.append(sample(velocity, x_T, cfg.num_steps, cfg.solver, cfg.shift).float())
+            x0 = sample(velocity, x_T, cfg.num_steps, cfg.solver, grid=self.ts)
+            latents.append(x0.float())
         return self.score_epoch(draw, torch.cat(latents))
 
     # ------------------------------------------------------------------ training
@@ -136,6 +138,7 @@ class NFTTrainer(AdapterTrainer):
                     loss, diag = nft_loss(
                         v, v_old, v_ref, x_t, x0, eps, t, rr, cfg.beta,
                         ref_weight=cfg.ref_weight, weighting=cfg.weighting,
+                        adv_clip=cfg.adv_clip,
                     )
                     (loss / (k * cfg.grad_accum)).backward()
                 for key, value in diag.items():

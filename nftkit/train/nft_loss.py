@@ -12,7 +12,7 @@ from torch import Tensor
 
 WEIGHTINGS = ("adaptive", "velocity")
 ADAPTIVE_WEIGHT_MIN = 1e-5
-LOSS_SCALE = 5.0
+LOSS_SCALE = 5.0  # adv_clip / beta scale at the default clip of 5 (kept for old imports)
 
 
 def training_timestep_indices(
@@ -102,10 +102,15 @@ def nft_loss(
     beta: float,
     ref_weight: float = 1e-4,
     weighting: str = "adaptive",
+    adv_clip: float = 5.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """DiffusionNFT loss for one batch at one timestep per sample.
 
-    loss = 5 * mean_B[(r * L_pos + (1 - r) * L_neg) / beta] + ref_weight * mean((v - v_ref)^2)
+    loss = adv_clip * mean_B[(r * L_pos + (1 - r) * L_neg) / beta]
+           + ref_weight * mean((v - v_ref)^2)
+
+    The scale is the advantage clip A_max of the reference code (adv_clip_max / beta; 5 / beta
+    at the default clip of 5).
 
     v: trained velocity (carries the gradient); v_old, v_ref: velocities of the sampling
     policy and the reference model (both detached here; ``v_ref`` may be None when
@@ -115,6 +120,8 @@ def nft_loss(
     """
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
+    if adv_clip <= 0:
+        raise ValueError(f"adv_clip must be > 0, got {adv_clip}")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
     if v_ref is None and ref_weight != 0:
@@ -135,7 +142,7 @@ def nft_loss(
     rr = torch.as_tensor(r, device=loss_pos.device).to(loss_pos.dtype)
     if rr.shape != loss_pos.shape:
         raise ValueError(f"r must have shape [{loss_pos.shape[0]}], got {tuple(rr.shape)}")
-    policy_loss = LOSS_SCALE * ((rr * loss_pos + (1.0 - rr) * loss_neg) / beta).mean()
+    policy_loss = adv_clip * ((rr * loss_pos + (1.0 - rr) * loss_neg) / beta).mean()
     if v_ref is not None:
         ref_loss = ((v.to(policy_loss.dtype) - v_ref.detach().to(policy_loss.dtype)) ** 2).mean()
     else:

@@ -3,7 +3,11 @@
 The ``sd35m-*`` presets mirror the DiffusionNFT reference settings for Stable Diffusion 3.5
 Medium (REFERENCE.md section 1): LoRA r 32 / alpha 64 on the joint-attention projections,
 48 prompts x 24 images per epoch, per-GPU batch 9, CFG-free sampling, AdamW 3e-4, beta 1.0 for
-single preference/GenEval rewards and 0.1 for OCR and multi-reward, reference weight 1e-4.
+single preference/GenEval rewards and 0.1 for OCR and multi-reward, reference weight 1e-4. They
+state optimizer steps per epoch (1; OCR 2) as the reference config does, so the gradient
+accumulation is derived from the number of processes (``nftkit.train.layout``): the same
+experiment on 1, 2, 4 or 8 GPUs (accumulation 128, 64, 32, 16). The time grid is the model's
+scheduler's (``SD3Policy.time_grid``), not a preset setting.
 Their training prompt sets are not bundled: put them in ``$NFTKIT_PROMPTS_DIR`` (see
 ``TRAINING_PROMPT_SETS``) or pass ``--prompts FILE``.
 """
@@ -64,7 +68,8 @@ PRESETS: dict[str, Preset] = {
         description="CPU shapes world: GenEval partial reward, held-out shapes suite",
         # Sized for `make demo` (13 min on 2 CPU cores with bf16, ~20 without): 30 epochs of 16
         # prompts x 8 images, 3 of the 10 sampler timesteps trained per image, 8 optimizer steps
-        # per epoch. beta 0.3 (between the paper's 1.0 and 0.1) learned fastest per epoch here.
+        # per epoch (16 samples per step). beta 0.3 (between the paper's 1.0 and 0.1) learned
+        # fastest per epoch here.
         config={
             "epochs": 30,
             "prompts_per_epoch": 16,
@@ -73,6 +78,7 @@ PRESETS: dict[str, Preset] = {
             "solver": "dpm2",
             "sample_batch_size": 128,
             "train_batch_size": 16,
+            "samples_per_step": 16,
             "max_train_timesteps": 3,
             "beta": 0.3,
             "lr": 1e-3,
@@ -128,9 +134,9 @@ _SD35M_NFT: dict[str, Any] = {
     "group_size": 24,
     "num_steps": 10,
     "solver": "dpm2",
-    "shift": 3.0,  # the SD3.5-Medium scheduler's shift
     "sample_batch_size": 9,
     "train_batch_size": 9,
+    "steps_per_epoch": 1,  # reference gradient_step_per_epoch: 1,152 samples per optimizer step
     "lora_rank": 32,
     "lora_alpha": 64,
     "lora_init": "gaussian",
@@ -172,17 +178,30 @@ PRESETS.update({
     ),
     "sd35m-ocr": _sd35m(
         "sd35m-ocr", "ocr", "ocr-train", "ocr",
-        "SD3.5-Medium, OCR reward, beta 0.1, OCR old-policy schedule", epochs=1000, beta=0.1,
-        eta_schedule="ocr",
+        "SD3.5-Medium, OCR reward, beta 0.1, OCR old-policy schedule, 2 optimizer steps per "
+        "epoch", epochs=1000, beta=0.1, eta_schedule="ocr", steps_per_epoch=2,
     ),
     "sd35m-pickscore": _sd35m(
         "sd35m-pickscore", "pickscore", "pickscore-train", "drawbench",
         "SD3.5-Medium, PickScore reward, beta 1.0", epochs=1000, beta=1.0,
     ),
+    "sd35m-hpsv2": _sd35m(
+        "sd35m-hpsv2", "hpsv2", "pickscore-train", "drawbench",
+        "SD3.5-Medium, HPSv2.1 reward on Pick-a-Pic prompts, beta 1.0", epochs=1000, beta=1.0,
+    ),
     "sd35m-multireward": _sd35m(
         "sd35m-multireward", _PREFERENCE, "pickscore-train", "drawbench",
-        "SD3.5-Medium, staged multi-reward schedule of the paper's appendix C, 40 steps, beta 0.1",
+        "SD3.5-Medium, staged multi-reward schedule of the paper's appendix C, 40 steps, beta 0.1 "
+        "(follows the paper on purpose; the reference code's one-stage config is "
+        "sd35m-multireward-ref)",
         stages=MULTIREWARD_STAGES, epochs=1600, beta=0.1, num_steps=40,
+    ),
+    # The reference code's sd3_multi_reward config: one stage, 25 sampling steps, beta 0.1,
+    # PickScore / 26 + HPSv2.1 + CLIPScore on Pick-a-Pic prompts.
+    "sd35m-multireward-ref": _sd35m(
+        "sd35m-multireward-ref", _PREFERENCE, "pickscore-train", "drawbench",
+        "SD3.5-Medium, the reference code's one-stage multi-reward config (PickScore/26 + "
+        "HPSv2.1 + CLIPScore), 25 steps, beta 0.1", epochs=1000, beta=0.1, num_steps=25,
     ),
 })
 
@@ -240,21 +259,8 @@ def _named_prompt_file(name: str) -> Path:
 # and training, PPO clip 1e-4, advantages clipped to +-5, KL 0.04, LoRA r32/a64, AdamW 3e-4, EMA
 # every 8 optimizer steps; evaluation with the EMA weights, 40-step Euler ODE at CFG 4.5. 2,500
 # epochs = 5,000 optimizer steps (the paper's GenEval checkpoint trained > 5k iterations; the
-# reference itself runs until stopped). Layout and grid: two optimizer steps per epoch on any
-# process count and the model scheduler's own sigmas where the trainer config has the layout
-# keys (``steps_per_epoch``; ``shift`` None = the policy's grid); before those keys exist, the
-# one-process equivalent (1,152 samples / 9 per micro-batch / 2 steps = accumulation 64) on the
-# shift-3 grid that the other SD3.5-M presets use.
-def _grpo_layout(steps_per_epoch: int, samples_per_epoch: int, batch: int) -> dict[str, Any]:
-    from dataclasses import fields
-
-    from nftkit.train.grpo import GRPOConfig
-
-    if "steps_per_epoch" in {f.name for f in fields(GRPOConfig)}:
-        return {"steps_per_epoch": steps_per_epoch}
-    return {"grad_accum": samples_per_epoch // batch // steps_per_epoch, "shift": 3.0}
-
-
+# reference itself runs until stopped). Two optimizer steps per epoch on any process count
+# (grad accum derived by nftkit.train.layout) on the model scheduler's own sigmas.
 _SD35M_GRPO_GENEVAL: dict[str, Any] = {
     "epochs": 2500,
     "prompts_per_epoch": 48,
@@ -264,7 +270,7 @@ _SD35M_GRPO_GENEVAL: dict[str, Any] = {
     "guidance_scale": 4.5,
     "sample_batch_size": 9,
     "train_batch_size": 9,
-    **_grpo_layout(2, 48 * 24, 9),
+    "steps_per_epoch": 2,
     "timestep_fraction": 0.99,
     "clip_range": 1e-4,
     "adv_clip": 5.0,

@@ -6,13 +6,13 @@ the bigger transformers: per-GPU batch 4 (sampling) / 2 (training) instead of 9,
 checkpointing on, 512-pixel images (the resolution of the Medium recipe and of flow_grpo's FLUX
 runs). Qwen-Image keeps its 7B text encoder on the CPU (prompts are encoded once and cached).
 FLUX.1-dev keeps its guidance embedding at 3.5 (flow_grpo's FLUX setting) instead of
-classifier-free guidance. The time grid shift is the family scheduler's: for FLUX at 512 pixels
-(1024 tokens) the dynamic shift mu gives exactly the SD3-shifted grid with shift e^mu.
+classifier-free guidance. No preset sets ``shift``: each trains and samples on its policy's own
+scheduler grid (``time_grid``: the dynamic shift mu from the image size for FLUX and Qwen-Image,
+Qwen-Image's terminal stretch included).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from nftkit.train.presets import _SD35M_NFT, PRESETS, Preset
@@ -20,24 +20,6 @@ from nftkit.train.presets import _SD35M_NFT, PRESETS, Preset
 SD35L_MODEL = "stabilityai/stable-diffusion-3.5-large"
 FLUX_DEV_MODEL = "black-forest-labs/FLUX.1-dev"
 QWEN_IMAGE_MODEL = "Qwen/Qwen-Image"
-
-
-def _flux_shift(pixels: int) -> float:
-    """e^mu of FLUX.1-dev's scheduler (base 256 / max 4096 tokens, shift 0.5 / 1.15)."""
-    tokens = (pixels // 16) ** 2
-    mu = 0.5 + (1.15 - 0.5) / (4096 - 256) * (tokens - 256)
-    return round(math.exp(mu), 4)
-
-
-def _qwen_shift(pixels: int) -> float:
-    """e^mu of Qwen-Image's scheduler (base 256 / max 8192 tokens, shift 0.5 / 0.9).
-
-    Qwen-Image also stretches the grid so that its last non-zero sigma is 0.02; the preset's
-    SD3-style shift reproduces the mu part only (the policy's ``time_grid`` has both).
-    """
-    tokens = (pixels // 16) ** 2
-    mu = 0.5 + (0.9 - 0.5) / (8192 - 256) * (tokens - 256)
-    return round(math.exp(mu), 4)
 
 
 _LARGE: dict[str, Any] = {**_SD35M_NFT, "sample_batch_size": 4, "train_batch_size": 2}
@@ -60,19 +42,18 @@ FAMILY_PRESETS: dict[str, Preset] = {
     "flux-dev-pickscore": _preset(
         "flux-dev-pickscore", FLUX_DEV_MODEL, "pickscore", "pickscore-train", "drawbench",
         "FLUX.1-dev, PickScore reward, beta 1.0, guidance embedding 3.5, 512 px, batch 4/2",
-        policy={"guidance": 3.5}, epochs=1000, beta=1.0, shift=_flux_shift(512),
+        policy={"guidance": 3.5}, epochs=1000, beta=1.0,
     ),
     "flux-dev-ocr": _preset(
         "flux-dev-ocr", FLUX_DEV_MODEL, "ocr", "ocr-train", "ocr",
         "FLUX.1-dev, OCR reward, beta 0.1, OCR old-policy schedule, guidance 3.5, 512 px",
         policy={"guidance": 3.5}, epochs=1000, beta=0.1, eta_schedule="ocr",
-        shift=_flux_shift(512),
     ),
     "qwen-image-ocr": _preset(
         "qwen-image-ocr", QWEN_IMAGE_MODEL, "ocr", "ocr-train", "ocr",
         "Qwen-Image, OCR reward, beta 0.1, OCR old-policy schedule, 512 px, batch 4/2, "
         "text encoder kept on the CPU", policy={"text_encoder_device": "cpu"}, epochs=1000,
-        beta=0.1, eta_schedule="ocr", shift=_qwen_shift(512),
+        beta=0.1, eta_schedule="ocr",
     ),
 }
 PRESETS.update(FAMILY_PRESETS)

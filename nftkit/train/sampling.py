@@ -231,13 +231,21 @@ def sample(
     shift: float = 1.0,
     generator: torch.Generator | None = None,
     noise_level: float = 0.7,
+    grid: Tensor | None = None,
 ) -> Tensor:
     """Sample x0 from noise ``x_T`` with ``num_steps`` steps of ``solver``.
 
     solver: "dpm2" (2nd-order multistep ODE), "euler" (1st-order ODE) or "sde" (FlowGRPO SDE,
-    which uses ``generator`` and ``noise_level``). ``shift`` warps the timestep grid as in SD3.
+    which uses ``generator`` and ``noise_level``). ``grid`` is the explicit time grid
+    (``num_steps + 1`` entries, e.g. a policy's ``time_grid``); without it the grid is
+    ``timesteps(num_steps, shift)``.
     """
-    ts = timesteps(num_steps, shift)
+    if grid is None:
+        ts = timesteps(num_steps, shift)
+    else:
+        ts = torch.as_tensor(grid)
+        if ts.numel() != num_steps + 1:
+            raise ValueError(f"grid has {ts.numel()} entries; {num_steps} steps need {num_steps + 1}")
     if solver == "dpm2":
         return dpm_solver2_ode(velocity_fn, x_T, ts)
     if solver == "euler":

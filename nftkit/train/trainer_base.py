@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -23,12 +23,12 @@ import torch
 
 from nftkit.compose import RewardComposer
 from nftkit.errors import UsageError
-from nftkit.policies.base import Policy, index_cond, repeat_cond
+from nftkit.policies.base import Policy, index_cond, policy_time_grid, repeat_cond
 from nftkit.train import checkpoint as ckpt
 from nftkit.train.distributed import Distributed
 from nftkit.train.faults import fault_point
+from nftkit.train.layout import TrainLayout, plan_layout
 from nftkit.train.lora import adapter_parameters, add_nft_adapters, load_adapter_parameters
-from nftkit.train.sampling import timesteps
 from nftkit.train.schedules import EmaWeights
 
 ADAPTER_FILE = "nftkit_adapter.safetensors"
@@ -41,6 +41,11 @@ class TrainerConfig:
     """The options every trainer config carries; NFTConfig and GRPOConfig add their own.
 
     Defaults are the DiffusionNFT / FlowGRPO reference settings for SD3.5-M (REFERENCE.md).
+    ``samples_per_step`` or ``steps_per_epoch`` state the optimizer-step layout and
+    ``grad_accum`` is then derived from the number of processes (``nftkit.train.layout``);
+    with neither, ``grad_accum`` (default 1) is used as given. ``shift`` None trains and samples
+    on the policy's own time grid (``policy_time_grid``); a number forces nftkit's shifted
+    linspace grid.
     """
 
     label: ClassVar[str] = "trainer"  # names the algorithm in error messages
@@ -49,10 +54,12 @@ class TrainerConfig:
     prompts_per_epoch: int = 48
     group_size: int = 24
     num_steps: int = 10
-    shift: float = 1.0
+    shift: float | None = None
     sample_batch_size: int = 9
     train_batch_size: int = 9
-    grad_accum: int = 1
+    samples_per_step: int | None = None
+    steps_per_epoch: int | None = None
+    grad_accum: int | None = None
     timestep_fraction: float = 0.99
     adv_clip: float = 5.0
     std_mode: str = "global"
@@ -154,12 +161,16 @@ class AdapterTrainer:
         self.policy = policy
         self.composer = composer
         self.prompts = list(prompts)
-        self.config = config
         self.output_dir = Path(output_dir)
         self.model_info = model_info or {}
         self.on_epoch_end = on_epoch_end
         self.dist = dist or Distributed()
-        self.ts = timesteps(config.num_steps, config.shift)  # the sampler's time grid
+        # grad_accum derived from the stated layout for this number of processes
+        self.layout: TrainLayout = plan_layout(config, self.dist.world_size)
+        config = replace(config, grad_accum=self.layout.grad_accum)
+        self.config = config
+        # the sampler's time grid (float64): the policy's own (scheduler sigmas for diffusers)
+        self.ts = policy_time_grid(policy, config.num_steps, config.shift)
         with torch.random.fork_rng(devices=[]):  # LoRA init depends on the seed only
             torch.manual_seed(mix_seed(config.seed, 0))
             add_nft_adapters(
