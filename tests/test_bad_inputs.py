@@ -625,7 +625,7 @@ def test_train_without_preset_or_model(cli, tmp_path: Path) -> None:
 def test_zero_steps(cli, tiny_model: Path, tmp_path: Path) -> None:
     args = _train_args(tiny_model, tmp_path / "run")
     args[args.index("--steps") + 1] = "0"
-    _nothing_written(cli, tmp_path, args, 2, "--steps must be >= 1")
+    _nothing_written(cli, tmp_path, args, 2, "--epochs must be >= 1")
 
 
 def test_eval_without_model_or_images(cli, tmp_path: Path) -> None:

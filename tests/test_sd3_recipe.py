@@ -92,7 +92,7 @@ def test_training_forwards_keep_the_float_timestep(policy: SD3Policy) -> None:
 
 
 def test_eval_generation_uses_the_grid_and_integer_timesteps(policy: SD3Policy) -> None:
-    from nftkit.evaluate import EvalSettings, generate
+    from nftkit.eval import EvalSettings, generate
 
     with transformer_timesteps(policy) as calls:
         generate(policy, ["a blue car"], [7], EvalSettings(steps=3, solver="euler", batch_size=1),
