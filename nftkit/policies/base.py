@@ -16,7 +16,8 @@ them, with the shifted linspace grid and no keyword as fallbacks.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -136,3 +137,21 @@ def has_lora_layers(model: nn.Module) -> bool:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return any(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
+@contextmanager
+def velocity_context(policy: Any, adapter: str | None) -> Iterator[None]:
+    """A policy's forward setting: LoRA adapter ``adapter`` active (None: all adapters disabled,
+    the reference model) under the policy's ``autocast_dtype`` (None: no autocast).
+
+    Whether the model has LoRA layers is looked up once and cached on ``policy._has_lora``.
+    """
+    from nftkit.train.lora import use_adapter
+
+    if not getattr(policy, "_has_lora", None):
+        policy._has_lora = has_lora_layers(policy.model)
+    lora = use_adapter(policy.model, adapter) if policy._has_lora else nullcontext()
+    dtype = policy.autocast_dtype
+    amp = nullcontext() if dtype is None else torch.autocast(policy.device.type, dtype=dtype)
+    with lora, amp:
+        yield

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from nftkit.policies.base import Cond, has_lora_layers
+from nftkit.policies.base import Cond, has_lora_layers, velocity_context
 from nftkit.policies.diffusers_loading import load_pipeline
 from nftkit.policies.prompt_cache import PromptEmbeddingCache
 
@@ -188,11 +187,6 @@ class DiffusersFlowPolicy:
                 module.to(self.text_device)
 
     # ------------------------------------------------------------------ velocity
-    def _autocast(self) -> Any:
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def velocity(
         self,
         x_t: torch.Tensor,
@@ -206,15 +200,10 @@ class DiffusersFlowPolicy:
         ``integer_timestep`` truncates the 0-1000 timestep to an integer, for families whose
         official pipeline does so when sampling.
         """
-        from nftkit.train.lora import use_adapter
-
         assert isinstance(cond, dict)
-        if not self._has_lora:
-            self._has_lora = has_lora_layers(self.model)
-        context = use_adapter(self.model, adapter) if self._has_lora else nullcontext()
         module = self.forward_module or self.model
         sigma = t.to(self.device, torch.float32).reshape(-1).expand(x_t.shape[0])
-        with context, self._autocast():
+        with velocity_context(self, adapter):
             out = self._forward(module, x_t.to(self.device, self.dtype), sigma, cond,
                                 integer_timestep=integer_timestep)
         return out.float()
@@ -235,7 +224,8 @@ class DiffusersFlowPolicy:
 
         ``shift`` replaces the scheduler grid by nftkit's SD3-shifted uniform grid.
         """
-        from nftkit.train.sampling import SOLVERS, dpm_solver2_ode, euler_ode, sde_sample, timesteps
+        from nftkit.train.sampling import sample as ode_sample
+        from nftkit.train.sampling import timesteps
 
         noise = torch.randn((len(prompts), *self.latent_shape), generator=generator)
         x_T = noise.to(self.device)
@@ -247,14 +237,7 @@ class DiffusersFlowPolicy:
                                  integer_timestep=self.sample_integer_timestep)
 
         ts = self.time_grid(steps) if shift is None else timesteps(steps, shift)
-        if solver == "euler":
-            x0 = euler_ode(velocity, x_T, ts)
-        elif solver == "dpm2":
-            x0 = dpm_solver2_ode(velocity, x_T, ts)
-        elif solver == "sde":
-            x0 = sde_sample(velocity, x_T, ts, generator=generator)
-        else:
-            raise ValueError(f"unknown solver {solver!r}; valid solvers: {', '.join(SOLVERS)}")
+        x0 = ode_sample(velocity, x_T, steps, solver, generator=generator, grid=ts)
         return x0 if return_latents else self.decode(x0)
 
     # ------------------------------------------------------------------ export

@@ -14,14 +14,13 @@ truncated integer ``int(1000 * t)`` (``integer_timestep=True``) while training u
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from nftkit.policies.base import Cond, has_lora_layers, policy_time_grid
+from nftkit.policies.base import Cond, has_lora_layers, policy_time_grid, velocity_context
 from nftkit.policies.prompt_cache import PromptEmbeddingCache
 from nftkit.policies.sd3_loading import DEFAULT_SD3_MODEL, load_sd3_pipeline
 
@@ -140,11 +139,6 @@ class SD3Policy:
         return scheduler.sigmas.detach().to("cpu", torch.float64)
 
     # ------------------------------------------------------------------ velocity
-    def _autocast(self) -> Any:
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def velocity(
         self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond, adapter: str | None = "default",
         integer_timestep: bool = False,
@@ -154,17 +148,12 @@ class SD3Policy:
         The transformer gets ``timestep = 1000 * t`` (float32); ``integer_timestep`` truncates it
         to an integer (torch.long) as the official sampling pipeline does.
         """
-        from nftkit.train.lora import use_adapter
-
         assert isinstance(cond, dict)
-        if not self._has_lora:
-            self._has_lora = has_lora_layers(self.model)
-        context = use_adapter(self.model, adapter) if self._has_lora else nullcontext()
         module = self.forward_module or self.model
         timestep = (t.to(self.device, torch.float32) * TIMESTEP_SCALE).expand(x_t.shape[0])
         if integer_timestep:
             timestep = timestep.to(torch.long)  # truncation towards zero, as torch.full(long)
-        with context, self._autocast():
+        with velocity_context(self, adapter):
             out = module(
                 hidden_states=x_t.to(self.device, self.dtype),
                 timestep=timestep,

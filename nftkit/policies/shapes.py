@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nftkit.errors import MissingWeightsError
-from nftkit.policies.base import AUTO, Cond, fast_autocast_dtype, has_lora_layers
+from nftkit.policies.base import AUTO, Cond, fast_autocast_dtype, velocity_context
 from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
 from nftkit.shapes.prompts import VOCAB, tokenize
 
@@ -123,22 +122,12 @@ class ShapesPolicy:
 
         return timesteps(num_steps, 1.0).to(torch.float64)
 
-    def _autocast(self) -> object:
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def velocity(
         self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond, adapter: str | None = "default"
     ) -> torch.Tensor:
         """v(x_t, t | prompt) with the named adapter active (None: adapters disabled)."""
-        from nftkit.train.lora import use_adapter
-
         assert isinstance(cond, dict)
-        if self._has_lora is None or self._has_lora is False:
-            self._has_lora = has_lora_layers(self.model)
-        context = use_adapter(self.model, adapter) if self._has_lora else nullcontext()
-        with context, self._autocast():
+        with velocity_context(self, adapter):
             out = self.model(x_t, t, cond["ids"], cond["mask"])
         return out.float().contiguous()
 

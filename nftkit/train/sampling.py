@@ -58,12 +58,7 @@ def _t_batch(t: float, x: Tensor) -> Tensor:
 
 def euler_ode(velocity_fn: VelocityFn, x_T: Tensor, ts: Tensor) -> Tensor:
     """Integrate the flow ODE dx/dt = v(x, t) with explicit Euler steps along ``ts``."""
-    grid = _check_grid(ts)
-    x = x_T
-    for t, t_next in pairwise(grid):
-        v = velocity_fn(x, _t_batch(t, x))
-        x = (x + (t_next - t) * v).to(x_T.dtype)
-    return x
+    return _integrate(velocity_fn, x_T, ts, sde_steps=())[0]
 
 
 def _log_snr(t: float) -> float:
@@ -177,12 +172,7 @@ def sde_sample(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Integrate with FlowGRPO SDE steps along ``ts`` (noise added at every step)."""
-    grid = _check_grid(ts)
-    x = x_T
-    for t, t_next in pairwise(grid):
-        v = velocity_fn(x, _t_batch(t, x))
-        x, _, _, _ = flow_sde_step(x, v, t, t_next, noise_level=noise_level, generator=generator)
-    return x
+    return _integrate(velocity_fn, x_T, ts, noise_level=noise_level, generator=generator)[0]
 
 
 def sde_trajectory(
@@ -200,6 +190,26 @@ def sde_trajectory(
     (the "Fast" variant: noise only inside a window). Returns ``(states, log_probs)``: states
     [B, S + 1, ...] in the dtype of ``x_T`` (states[:, 0] is x_T), log_probs [B, S] float32
     (float64 for float64 input) with NaN at ODE steps.
+    """
+    _, states, log_probs = _integrate(velocity_fn, x_T, ts, noise_level=noise_level,
+                                      generator=generator, sde_steps=sde_steps, keep_states=True)
+    return states, log_probs
+
+
+def _integrate(
+    velocity_fn: VelocityFn,
+    x_T: Tensor,
+    ts: Tensor,
+    noise_level: float = 0.7,
+    generator: torch.Generator | None = None,
+    sde_steps: Sequence[int] | None = None,
+    keep_states: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The one step loop of the Euler ODE and the FlowGRPO SDE samplers.
+
+    Step i goes from ts[i] to ts[i + 1]: a FlowGRPO SDE step when i is in ``sde_steps`` (every
+    step when None), else an Euler ODE step. Returns ``(x0, states, log_probs)``; ``states`` is
+    [B, S + 1, ...] with ``keep_states`` (else empty), ``log_probs`` [B, S] with NaN at ODE steps.
     """
     grid = _check_grid(ts)
     n = len(grid) - 1
@@ -219,8 +229,10 @@ def sde_trajectory(
             log_probs[:, i] = log_prob
         else:
             x = (x + (t_next - t) * v).to(x_T.dtype)
-        states.append(x)
-    return torch.stack(states, dim=1), log_probs
+        if keep_states:
+            states.append(x)
+    stacked = torch.stack(states, dim=1) if keep_states else x_T.new_empty(0)
+    return x, stacked, log_probs
 
 
 def sample(
