@@ -46,7 +46,9 @@ def demo(
     # Every parameter explicitly: a typer command called as a function gets no CLI defaults.
     train(preset="shapes", algo=None, model=None, rewards=None, prompts=None,
           output=output / "train", steps=steps, resume=resume, seed=None, device="cpu",
-          checkpoint_every=None, config_file=None, overrides=None, quiet=False)
+          checkpoint_every=None, config_file=None, overrides=None, quiet=False,
+          eval_suite=None, eval_every=None, eval_limit=None, log_with=None, monitor=None,
+          stop_if=None)
     console.rule("2/3  held-out shapes suite: base vs tuned")
     store = ResultsStore(STATE.db)
     results = {}
