@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,7 @@ class WatchedComposer:
         self.group_size = group_size
         self.gather = gather
         self.pending: dict[str, float] = {}
+        self.scored_at: float | None = None  # when the last epoch's samples were scored
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -129,4 +131,5 @@ class WatchedComposer:
             for key, value in extra.components.items():
                 stats[f"monitor/{key}"] = float(self.gather(value.detach().float()).mean())
         self.pending = stats
+        self.scored_at = time.time()
         return scored

@@ -248,7 +248,6 @@ class AdapterTrainer:
         """Sample, score, train; record and return this epoch's metrics."""
         start = time.time()
         batch = self.sample_epoch(self.epoch)
-        sampled = time.time()
         stats = self.train_on(batch, self.epoch)
         record: dict[str, Any] = {
             "epoch": self.epoch,
@@ -259,8 +258,6 @@ class AdapterTrainer:
             **{f"reward/{k}": float(v.mean()) for k, v in batch.components.items()},
             **stats,
             "seconds": time.time() - start,
-            "sample_seconds": sampled - start,
-            "train_seconds": time.time() - sampled,
         }
         if not all(math.isfinite(v) for v in record.values() if isinstance(v, float)):
             raise FloatingPointError(f"non-finite training statistics at epoch {self.epoch}: {record}")

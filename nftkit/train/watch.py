@@ -110,23 +110,31 @@ class Watch:
         if isinstance(composer, WatchedComposer):
             record.update(composer.pending)
             composer.pending = {}
-        n_images = trainer.config.prompts_per_epoch * trainer.config.group_size
-        for part in ("sample", "train"):
-            seconds = record.get(f"{part}_seconds")
-            if isinstance(seconds, float) and seconds > 0:
-                record[f"throughput/{part}_images_per_s"] = n_images / seconds
-        record["seconds_per_epoch"] = float(record.get("seconds", time.time() - self._started))
-        record.update(peak_memory())
+        volatile = self._timing(record)  # wall-clock figures: trackers only, not history
         if trainer.global_step > 0:
             record["ema_decay"] = float(ema_decay(trainer.global_step))
         record["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
         if self.trackers is not None:
-            self.trackers.log({k: v for k, v in record.items() if k not in ("epoch", "step")},
-                              step=record["step"])
+            self.trackers.log({k: v for k, v in {**record, **volatile}.items()
+                               if k not in ("epoch", "step")}, step=record["step"])
         self.stopped = first_stop(self.rules, record, trainer.history)
         if self.evaluation is not None and self.evaluation.due(trainer.epoch):
             self._evaluate()
         return self.stopped
+
+    def _timing(self, record: dict[str, Any]) -> dict[str, float]:
+        """Seconds per epoch, sampling/training images per second and peak memory."""
+        cfg = self.trainer.config
+        n_images = cfg.prompts_per_epoch * cfg.group_size
+        now = time.time()
+        scored = getattr(self.trainer.composer, "scored_at", None) or now
+        out = {"seconds_per_epoch": now - self._started,
+               "time/sample_seconds": scored - self._started, "time/train_seconds": now - scored}
+        for part in ("sample", "train"):
+            if out[f"time/{part}_seconds"] > 0:
+                out[f"throughput/{part}_images_per_s"] = n_images / out[f"time/{part}_seconds"]
+        out.update(peak_memory())
+        return out
 
     def finish(self, status: str) -> list[dict[str, Any]]:
         """Evaluate the final checkpoint of a finished (or stopped) run; close the trackers."""
