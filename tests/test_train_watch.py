@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -105,16 +106,24 @@ def test_watched_composer_statistics_and_monitor() -> None:
 
 
 # ---------------------------------------------------------------- the CLI end to end
-def test_eval_during_training_tensorboard_and_monitor(tiny_model: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def watched(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, Any]:
+    """A 3-epoch run: shapes eval every 2 epochs (1 prompt), TensorBoard, jpeg monitor."""
     pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    db = f"sqlite:///{tmp_path / 'r.db'}"
-    out = tmp_path / "run"
+    tmp = tmp_path_factory.mktemp("watched")
+    db = f"sqlite:///{tmp / 'r.db'}"
+    out = tmp / "run"
     result = _train(db, tiny_model, out, "--steps", "3", "--eval-suite", "shapes",
                     "--eval-every", "2", "--eval-limit", "1", "--log-with", "tensorboard",
                     "--monitor", "jpeg")
     assert result.returncode == 0, result.stderr
+    return db, out, result
+
+
+def test_eval_during_training_tensorboard_and_monitor(watched: tuple[str, Path, Any]) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    db, out, result = watched
     assert "device: cpu" in result.stderr or torch.cuda.is_available()
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     train_id = summary["run_id"]
@@ -211,3 +220,74 @@ def test_bad_watch_options_are_one_line_errors(tiny_model: Path, tmp_path: Path)
     except ImportError:
         missing = _train(db, tiny_model, tmp_path / "c", "--log-with", "wandb")
         assert missing.returncode == 2 and "pip install wandb" in missing.stderr
+
+
+def _wandb_values(run_file: Path, key: str) -> list[float]:
+    """Values of ``key`` in an offline W&B run file, in logged order.
+
+    A history item is protobuf ``key`` (field 2, tag 0x12) then ``value_json`` (field 16,
+    tag 0x82 0x01), each length-prefixed (lengths here are < 128: one byte).
+    """
+    data = run_file.read_bytes()
+    pattern = re.compile(re.escape(b"\x12" + bytes([len(key)]) + key.encode() + b"\x82\x01")
+                         + b"(.)", re.DOTALL)
+    values = []
+    for m in pattern.finditer(data):
+        start = m.end()
+        values.append(float(json.loads(data[start : start + m.group(1)[0]])))
+    return values
+
+
+def test_wandb_offline_and_mlflow_file_store(tiny_model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("wandb")
+    pytest.importorskip("mlflow")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    out = tmp_path / "run"
+    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = _train(db, tiny_model, out, "--steps", "2", "--log-with", "wandb,mlflow", env=env)
+    assert result.returncode == 0, result.stderr
+    history = _history(out)
+    (run_file,) = (out / "trackers" / "wandb").glob("offline-run-*/run-*.wandb")
+    for key in ("reward_mean", "loss", "grad_norm"):
+        # each log writes a history record and updates the run summary: every value twice
+        values = _wandb_values(run_file, key)
+        assert values[::2] == pytest.approx([r[key] for r in history]) and values[1::2] == values[::2]
+    (metrics,) = (out / "mlruns").glob("*/*/metrics")
+    for key in ("reward_mean", "loss"):
+        lines = (metrics / key).read_text().split()
+        # MLflow file store: "timestamp value step" per line
+        logged = {int(lines[i + 2]): float(lines[i + 1]) for i in range(0, len(lines), 3)}
+        assert logged == pytest.approx({r["step"]: r[key] for r in history})
+
+
+def test_training_report_and_compare(watched: tuple[str, Path, Any], tiny_model: Path,
+                                     tmp_path: Path) -> None:
+    db, out, _ = watched
+    page = tmp_path / "report.html"
+    result = run_cli("--db", db, "report", str(out), "--output", str(page))
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    # Curves vs step and vs wall seconds, eval metrics; two eval points with 4 samples each.
+    assert text.count('src="data:image/png;base64,') == 3 + 2 * 4
+    assert "vs wall seconds" in text and "eval metrics vs step" in text
+    assert "epoch 2 (step 2)" in text and "epoch 3 (step 3)" in text
+    assert "images per epoch</th><td>8 (2 prompts x 4)" in text
+    assert "<link" not in text and "<script src" not in text  # self-contained
+    train_id = ResultsStore(db).list_runs(kind="train")[0].id  # the run id works too
+    by_id = run_cli("--db", db, "report", train_id, "--output", str(tmp_path / "by_id.html"))
+    assert by_id.returncode == 0 and (tmp_path / "by_id.html").read_text().count("base64") == 11
+    other = tmp_path / "other"
+    second = _train(db, tiny_model, other, "--steps", "2", "--seed", "7")
+    assert second.returncode == 0, second.stderr
+    cmp = run_cli("--db", db, "compare", str(out), str(other), "--output",
+                  str(tmp_path / "cmp" / "c.html"))
+    assert cmp.returncode == 0, cmp.stderr
+    html_text = (tmp_path / "cmp" / "c.html").read_text()
+    assert "<td>run</td><td>3</td>" in html_text and "<td>other</td><td>2</td>" in html_text
+    from PIL import Image
+
+    with Image.open(tmp_path / "cmp" / "c.png") as png:
+        low, high = png.convert("L").getextrema()
+        assert png.size[0] > 100 and high - low > 50  # not blank
+    bad = run_cli("--db", db, "compare", str(out), "--output", str(tmp_path / "x.html"))
+    assert bad.returncode == 2 and "at least two" in bad.stderr

@@ -74,6 +74,7 @@ class Trackers:
         folder.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("MLFLOW_TRACKING_URI", (Path(output) / "mlruns").resolve().as_uri())
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # offline, under the run
         self.accelerator = Accelerator(log_with=names, project_dir=str(folder), cpu=True)
         init = {"wandb": {"dir": str(folder), "name": run_name},
                 "mlflow": {"run_name": run_name},
@@ -101,7 +102,9 @@ class Trackers:
             elif tracker.name == "wandb":
                 tracker.log_images({name: [grid]}, step=step)
             elif tracker.name == "mlflow":
-                tracker.log_images({name: grid}, step=step)
+                import mlflow
+
+                mlflow.log_image(grid, artifact_file=f"{name}/step{step:07d}.png")
 
     def close(self) -> None:
         """Flush and close every tracker."""
