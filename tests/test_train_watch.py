@@ -214,7 +214,9 @@ def test_bad_watch_options_are_one_line_errors(tiny_model: Path, tmp_path: Path)
     assert bad_rule.returncode == 2 and "--stop-if expects" in bad_rule.stderr
     bad_tracker = _train(db, tiny_model, tmp_path / "b", "--log-with", "neptune")
     assert bad_tracker.returncode == 2 and "unknown --log-with" in bad_tracker.stderr
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    no_suite = _train(db, tiny_model, tmp_path / "d", "--eval-every", "2")
+    assert no_suite.returncode == 2 and "need --eval-suite" in no_suite.stderr
+    assert not any((tmp_path / n).exists() for n in "abd")
     try:
         import wandb  # noqa: F401
     except ImportError:

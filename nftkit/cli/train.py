@@ -95,7 +95,7 @@ def train(
         eval_settings=dict(base.eval_settings) if base and not eval_suite else {},
         log_with=log_with, monitor=monitor, stop_if=list(stop_if or []),
     )
-    watch.rules()  # bad rules fail before anything loads
+    watch.check()  # bad watch options fail before anything loads
     spec = TrainSpec(
         preset=preset,
         model=model or (base.model if base else ""),

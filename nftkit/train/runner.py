@@ -95,7 +95,7 @@ def run_training(
     composer = RewardComposer(first.rewards, reward_kwargs={"device": device})
     prompts = resolve_training_prompts(first.prompts)
     store = ResultsStore(database_url(db_url)) if dist.is_main else None
-    watch = Watch(spec.watch, output, device, spec.to_dict())  # checks the options first
+    watch = Watch(spec.watch, output, device, spec.to_dict(), db_url)  # checks the options
     output.mkdir(parents=True, exist_ok=True)  # only once every input above is valid
     trainer = trainer_class(spec.algo)(
         policy, composer, prompts, spec.config, output,

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from nftkit.errors import UsageError
 from nftkit.train import checkpoint as ckpt
 from nftkit.train.eval_during import TrainingEval
 from nftkit.train.monitor import StopRule, WatchedComposer, first_stop, parse_stop_rule
@@ -42,6 +43,14 @@ class WatchOptions:
         """The parsed ``--stop-if`` rules."""
         return [parse_stop_rule(t) for t in self.stop_if]
 
+    def check(self) -> None:
+        """One-line errors for options that cannot work together (before anything loads)."""
+        if self.eval_suite is None and (self.eval_every is not None or self.eval_limit):
+            raise UsageError("--eval-every / --eval-limit need --eval-suite NAME (or a preset "
+                             "that has an eval suite)")
+        self.rules()
+        parse_log_with(self.log_with)
+
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other names unchanged."""
@@ -65,8 +74,10 @@ class Watch:
     """The runner's hooks for one run (see the module docstring)."""
 
     def __init__(self, options: WatchOptions, output: Path, device: str,
-                 config: dict[str, Any]) -> None:
+                 config: dict[str, Any], db_url: str | None = None) -> None:
+        options.check()
         self.options = options
+        self.db_url = db_url
         self.output = Path(output)
         self.rules = options.rules()
         self.tracker_names = parse_log_with(options.log_with)
@@ -89,11 +100,19 @@ class Watch:
     def start(self, trainer: Any, store: Any | None, run_id: str | None) -> None:
         """Open the trackers; run an evaluation a crash left pending at the resumed epoch."""
         self.trainer, self.store, self.run_id = trainer, store, run_id
+        if store is None and trainer.dist.enabled and self.evaluation is not None:
+            self.store = self.db_store()  # every process of an evaluation shares its run
         if trainer.dist.is_main:
             self.trackers = Trackers(self.tracker_names, self.output, str(run_id or "train"),
                                      self.config)
         if self.evaluation is not None and self.evaluation.due(trainer.epoch):
             self._evaluate()
+
+    def db_store(self) -> Any:
+        """A results store on the run's database (for processes other than the main one)."""
+        from nftkit.results.store import ResultsStore, database_url
+
+        return ResultsStore(database_url(self.db_url))
 
     def before_epoch(self) -> None:
         """Make sure the trainer's (possibly new) composer reports its statistics."""
