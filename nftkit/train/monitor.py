@@ -106,6 +106,7 @@ class WatchedComposer:
         self.gather = gather
         self.pending: dict[str, float] = {}
         self.scored_at: float | None = None  # when the last epoch's samples were scored
+        self.seconds = 0.0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -113,6 +114,7 @@ class WatchedComposer:
     def __call__(self, images: Any, prompts: Any, metadata: Any, *args: Any, **kw: Any) -> Any:
         """Score like the wrapped composer; record the statistics on the side."""
         scored = self.inner(images, prompts, metadata, *args, **kw)
+        began = time.perf_counter()
         stats: dict[str, float] = {}
         method = getattr(self.inner, "normalization", "none")
         for key, value in scored.components.items():
@@ -132,4 +134,5 @@ class WatchedComposer:
                 stats[f"monitor/{key}"] = float(self.gather(value.detach().float()).mean())
         self.pending = stats
         self.scored_at = time.time()
+        self.seconds = time.perf_counter() - began  # what watching cost inside the epoch
         return scored

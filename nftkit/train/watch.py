@@ -124,8 +124,10 @@ class Watch:
 
     def after_epoch(self, record: dict[str, Any]) -> str | None:
         """Add monitors/throughput to ``record``, log it, evaluate when due; why to stop."""
+        began = time.perf_counter()
         trainer = self.trainer
         composer = trainer.composer
+        inside = composer.seconds if isinstance(composer, WatchedComposer) else 0.0
         if isinstance(composer, WatchedComposer):
             record.update(composer.pending)
             composer.pending = {}
@@ -134,6 +136,7 @@ class Watch:
             record["ema_decay"] = float(ema_decay(trainer.global_step))
         record["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
         if self.trackers is not None:
+            volatile["time/watch_seconds"] = inside + time.perf_counter() - began
             self.trackers.log({k: v for k, v in {**record, **volatile}.items()
                                if k not in ("epoch", "step")}, step=record["step"])
         self.stopped = first_stop(self.rules, record, trainer.history)
