@@ -165,6 +165,7 @@ def test_eval_during_training_tensorboard_and_monitor(watched: tuple[str, Path, 
         assert tags["seconds_per_epoch"][step] == pytest.approx(
             tags["time/sample_seconds"][step] + tags["time/train_seconds"][step], rel=1e-4)
         assert 0.05 < tags["memory/peak_rss_gib"][step] < 64  # a python + torch process
+        assert 0 < tags["time/watch_seconds"][step] < tags["seconds_per_epoch"][step]
     assert "throughput/sample_images_per_s" not in history[0]
     assert tags["eval/shapes/overall"] == pytest.approx(
         {e: linked[(e, "overall")] for e in (2, 3)})
