@@ -143,6 +143,7 @@ def run_training(
                 on_epoch(record)
             if stop is not None:
                 break
+        watch.final_eval()  # the last checkpoint is always evaluated (a crash here resumes)
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -152,7 +153,7 @@ def run_training(
             trainer.save_checkpoint()
             if dist.is_main:
                 _write_figures(trainer, policy, grid_prompts, grid_base, output)
-        evals = watch.finish(status)
+        watch.close()
         if store is not None:
             store.finish_run(run_id, status=status)
     last = trainer.history[-1] if trainer.history else {}
@@ -164,7 +165,7 @@ def run_training(
         "reward_last": last.get("reward_mean"),
         "output": str(output),
         "stopped": watch.stopped,
-        "evals": [{k: p[k] for k in ("suite", "epoch", "step", "metrics")} for p in evals],
+        "evals": [{k: p[k] for k in ("suite", "epoch", "step", "metrics")} for p in watch.points],
     }
 
 

@@ -1,7 +1,8 @@
 """Watching a training run: held-out evals, trackers, monitors, stop rules, throughput.
 
 The runner calls a ``Watch`` at four points: ``start`` (after the run is opened or resumed),
-``before_epoch``, ``after_epoch`` (may return why training must stop) and ``finish``.
+``before_epoch``, ``after_epoch`` (may return why training must stop), ``final_eval`` once
+the loop is done, and ``close`` on the way out.
 """
 
 from __future__ import annotations
@@ -158,16 +159,17 @@ class Watch:
         out.update(peak_memory())
         return out
 
-    def finish(self, status: str) -> list[dict[str, Any]]:
-        """Evaluate the final checkpoint of a finished (or stopped) run; close the trackers."""
-        try:
-            if (status == "finished" and self.evaluation is not None and self.trainer is not None
-                    and self.evaluation.due(self.trainer.epoch, final=True)):
-                self._evaluate()
-        finally:
-            if self.trackers is not None:
-                self.trackers.close()
-        return self.points
+    def final_eval(self) -> None:
+        """Evaluate the final checkpoint of a finished (or stopped) run, unless done already."""
+        if (self.evaluation is not None and self.trainer is not None
+                and self.evaluation.due(self.trainer.epoch, final=True)):
+            self._evaluate()
+
+    def close(self) -> None:
+        """Flush and close the trackers (also after a failure)."""
+        if self.trackers is not None:
+            self.trackers.close()
+            self.trackers = None
 
     def _evaluate(self) -> None:
         trainer = self.trainer
