@@ -294,3 +294,21 @@ def test_training_report_and_compare(watched: tuple[str, Path, Any], tiny_model:
         assert png.size[0] > 100 and high - low > 50  # not blank
     bad = run_cli("--db", db, "compare", str(out), "--output", str(tmp_path / "x.html"))
     assert bad.returncode == 2 and "at least two" in bad.stderr
+
+
+def test_crash_during_the_final_eval_resumes_it(tiny_model: Path, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    out = tmp_path / "run"
+    args = ("--steps", "1", "--eval-suite", "shapes", "--eval-limit", "1")  # final eval only
+    crashed = _train(db, tiny_model, out, *args, env={FAULT_ENV: "eval-after-batch:1"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    resumed = _train(db, tiny_model, out, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert summary["epochs"] == 1 and [e["epoch"] for e in summary["evals"]] == [1]
+    store = ResultsStore(db)
+    (train,) = store.list_runs(kind="train")
+    assert train.status == "finished"
+    evals = _eval_runs(store, train.id)
+    assert list(evals) == [1] and evals[1].status == "finished"
+    assert len(_history(out)) == 1
