@@ -47,7 +47,8 @@ def demo(
     train(preset="shapes", algo=None, model=None, rewards=None, prompts=None,
           output=output / "train", epochs=steps, steps=None, plan=False, processes=None,
           resume=resume, seed=None, device="cpu", checkpoint_every=None, config_file=None,
-          overrides=None, quiet=False)
+          overrides=None, quiet=False, eval_suite=None, eval_every=None, eval_limit=None,
+          log_with=None, monitor=None, stop_if=None)
     console.rule("2/3  held-out shapes suite: base vs tuned")
     store = ResultsStore(STATE.db)
     results = {}

@@ -15,6 +15,7 @@ from types import ModuleType
 import typer
 
 from nftkit import __version__
+from nftkit.cli import compare as compare_cmd
 from nftkit.cli import debug, demo, evaluate, leaderboard, plugins, score, serve, train
 from nftkit.cli import export as export_cmd
 from nftkit.cli import policies as policies_cmd
@@ -67,6 +68,7 @@ app.command("leaderboard")(leaderboard.leaderboard)
 app.command("train")(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("report")(report_cmd.report)
+app.command("compare")(compare_cmd.compare)
 app.add_typer(prompts_cmd.prompts_app, name="prompts")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)

@@ -11,7 +11,8 @@ from nftkit.errors import UsageError
 
 
 def report(
-    run_id: str = typer.Argument(..., help="Run id (or a unique prefix of at least 4 digits)."),
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix of at least 4 digits), "
+                                 "or a training output folder."),
     output: Path = typer.Option(..., "--output", "-o", help="HTML file to write."),
     max_samples: int = typer.Option(200, "--max-samples", help="Sample cards to include."),
 ) -> None:
@@ -21,6 +22,15 @@ def report(
 
     if max_samples < 0:
         raise UsageError("--max-samples must be >= 0")
+    from nftkit.cli.compare import training_folder, write_page
+
+    folder = training_folder(run_id)
+    if folder is not None:  # a training run: curves, eval grids, config
+        from nftkit.report.training import render_training_report
+
+        path = write_page(output, render_training_report(folder))
+        typer.echo(f"report written to {path}", err=True)
+        return
     store = ResultsStore(database_url(STATE.db))
     path = write_report(store, run_id, output, max_samples)
     typer.echo(f"report written to {path}", err=True)

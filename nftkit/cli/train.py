@@ -46,7 +46,7 @@ def train(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
     seed: int = typer.Option(None, "--seed", help="Random seed."),
-    device: str = typer.Option("cpu", help="Torch device."),
+    device: str = typer.Option("auto", help="Torch device; auto = cuda if available, else cpu."),
     checkpoint_every: int = typer.Option(None, help="Checkpoint every N epochs."),
     config_file: Path = typer.Option(
         None, "--config",
@@ -61,6 +61,16 @@ def train(
         "policy.KEY=VALUE sets a policy option (e.g. policy.dtype=bf16).",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    eval_suite: str = typer.Option(None, "--eval-suite", help="Held-out suite evaluated on the "
+                                   "EMA weights (a preset brings its own); always at the end."),
+    eval_every: int = typer.Option(None, "--eval-every", help="Also evaluate every N epochs."),
+    eval_limit: int = typer.Option(None, "--eval-limit", help="Only the suite's first K prompts."),
+    log_with: str = typer.Option(None, "--log-with", help="Trackers: tensorboard, wandb, mlflow "
+                                 "or all (comma-separated); offline, under the output folder."),
+    monitor: str = typer.Option(None, "--monitor", help="Rewards scored on each epoch's samples "
+                                "and logged, never trained on, e.g. 'pickscore,aesthetic'."),
+    stop_if: list[str] = typer.Option(None, "--stop-if", help="Stop cleanly when a rule holds: "
+                                      "'pickscore<-1.0' or 'aesthetic drop>20%'; repeatable."),
 ) -> None:
     """Train a model against the composed reward with DiffusionNFT (or --algo grpo)."""
     from nftkit.cli.validation import validate_train
@@ -114,6 +124,16 @@ def train(
         return
     if output is None:
         raise UsageError("give --output DIR (the training output folder), or --plan")
+    from nftkit.train.watch import WatchOptions, resolve_device
+
+    device = resolve_device(device)
+    watch = WatchOptions(
+        eval_suite=eval_suite or (base.eval_suite if base and eval_every else None),
+        eval_every=eval_every, eval_limit=eval_limit,
+        eval_settings=dict(base.eval_settings) if base and not eval_suite else {},
+        log_with=log_with, monitor=monitor, stop_if=list(stop_if or []),
+    )
+    watch.check()  # bad watch options fail before anything loads
     spec = TrainSpec(
         preset=preset,
         model=model or (base.model if base else ""),
@@ -124,6 +144,7 @@ def train(
         device=device,
         policy_options=policy_options,
         stages=stages or [],
+        watch=watch,
     )
     validate_train(spec)  # names, model, prompts, output, device: before any bar or load
     console = Console(stderr=True)
@@ -148,7 +169,10 @@ def train(
 
         start = time.time()
         summary = run_training(spec, db_url=STATE.db, on_epoch=on_epoch, resume=resume,
-                               on_resume=lambda e: progress.update(task, completed=e))
+                               on_resume=lambda e: progress.update(task, completed=e),
+                               on_start=lambda d: console.print(f"device: {d}"))
+    if summary.get("stopped"):
+        console.print(summary["stopped"])
     console.print(f"trained {summary['epochs']} epochs in {time.time() - start:.0f}s; "
                   f"outputs in {output}")
     typer.echo(json.dumps(summary))

@@ -112,10 +112,12 @@ def run_evaluation(
     progress: Progress | None = None,
     output_dir: str | Path | None = None,
     dist: Distributed | None = None,
+    extra_config: dict[str, Any] | None = None,
 ) -> EvalReport:
     """Generate and score the suite; record a run with per-sample rows when a store is given.
 
     ``output_dir`` keeps the images (GenEval layout) and results.jsonl and makes reruns resume.
+    ``extra_config`` joins the run's config (e.g. the training run and step it evaluates).
     """
     check_batch_size(settings.batch_size)
     output = Path(output_dir).resolve() if output_dir is not None else None
@@ -127,6 +129,7 @@ def run_evaluation(
         "seed": settings.seed, "limit": settings.limit, "adapter": adapter,
         "prompts_sha256": evaluator.fingerprint(), "suite_options": evaluator.settings(),
         "output_dir": str(output) if output is not None else None,
+        **(extra_config or {}),
     }
     session = EvalSession(evaluator, model_name, config, store,
                           str(output) if output is not None else None, dist)

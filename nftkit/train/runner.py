@@ -25,6 +25,7 @@ from nftkit.train.presets import resolve_training_prompts
 from nftkit.train.run_lock import RunLock
 from nftkit.train.stages import Stage, parse_stages, stage_at
 from nftkit.train.trainer_base import AdapterTrainer, write_history
+from nftkit.train.watch import Watch, WatchOptions
 
 RUN_FILE = "run.json"
 GRID_SEED = 1234
@@ -47,6 +48,7 @@ class TrainSpec:
     preset: str | None = None
     policy_options: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)
+    watch: WatchOptions = field(default_factory=WatchOptions)
 
     @property
     def algo(self) -> str:
@@ -58,7 +60,8 @@ class TrainSpec:
         return {"model": self.model, "rewards": self.rewards, "prompts": self.prompts,
                 "preset": self.preset, "device": self.device, "algo": self.algo,
                 self.algo: self.config.to_dict(),
-                "policy": self.policy_options or {}, "stages": self.stages}
+                "policy": self.policy_options or {}, "stages": self.stages,
+                "watch": self.watch.to_dict()}
 
 
 def run_training(
@@ -67,6 +70,7 @@ def run_training(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_resume: Callable[[int], None] | None = None,
     resume: bool = False,
+    on_start: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``spec``; returns a summary dict (run id, epochs, last reward, paths).
 
@@ -75,7 +79,7 @@ def run_training(
     """
     dist = Distributed.from_env(spec.device)
     with RunLock(Path(spec.output), enabled=dist.is_main) as lock:  # one trainer per folder
-        return _run_locked(spec, dist, lock, db_url, on_epoch, on_resume, resume)
+        return _run_locked(spec, dist, lock, db_url, on_epoch, on_resume, resume, on_start)
 
 
 def _run_locked(
@@ -86,6 +90,7 @@ def _run_locked(
     on_epoch: Callable[[dict[str, Any]], None] | None,
     on_resume: Callable[[int], None] | None,
     resume: bool,
+    on_start: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     from nftkit.results.store import ResultsStore, database_url
 
@@ -105,6 +110,7 @@ def _run_locked(
     composer = RewardComposer(first.rewards, reward_kwargs={"device": device})
     prompts = resolve_training_prompts(first.prompts)
     store = ResultsStore(database_url(db_url)) if dist.is_main else None
+    watch = Watch(spec.watch, output, device, spec.to_dict(), db_url)  # checks the options
     output.mkdir(parents=True, exist_ok=True)  # only once every input above is valid
     lock.acquire()
     trainer = trainer_class(spec.algo)(
@@ -112,6 +118,8 @@ def _run_locked(
         model_info={"family": info.get("family", "shapes"), "base": info.get("base", spec.model)},
         dist=dist,
     )
+    if on_start is not None:
+        on_start(str(device))  # every input is valid: say where training runs
     run_file = output / RUN_FILE
     if resume and has_checkpoint and trainer.resume():
         run_id = json.loads(run_file.read_text())["run_id"] if run_file.is_file() else None
@@ -129,13 +137,16 @@ def _run_locked(
     grid_base = _grid_images(policy, grid_prompts, adapter=None) if dist.is_main else []
     status = "failed"
     try:
+        watch.start(trainer, store, run_id)
         current = first
         while trainer.epoch < spec.config.epochs:
             if stages and stage_at(stages, trainer.epoch) != current:
                 current = stage_at(stages, trainer.epoch)
                 trainer.composer = RewardComposer(current.rewards, reward_kwargs={"device": device})
                 trainer.prompts = resolve_training_prompts(current.prompts)
+            watch.before_epoch()
             record = trainer.run_epoch()
+            stop = watch.after_epoch(record)
             if stages:
                 record["stage"] = current.name
             if store is not None:
@@ -146,6 +157,9 @@ def _run_locked(
                 trainer.save_checkpoint()
             if on_epoch is not None:
                 on_epoch(record)
+            if stop is not None:
+                break
+        watch.final_eval()  # the last checkpoint is always evaluated (a crash here resumes)
         status = "finished"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -155,6 +169,7 @@ def _run_locked(
             trainer.save_checkpoint()
             if dist.is_main:
                 _write_figures(trainer, policy, grid_prompts, grid_base, output)
+        watch.close()
         if store is not None:
             store.finish_run(run_id, status=status)
     last = trainer.history[-1] if trainer.history else {}
@@ -165,6 +180,8 @@ def _run_locked(
         "reward_first": trainer.history[0]["reward_mean"] if trainer.history else None,
         "reward_last": last.get("reward_mean"),
         "output": str(output),
+        "stopped": watch.stopped,
+        "evals": [{k: p[k] for k in ("suite", "epoch", "step", "metrics")} for p in watch.points],
     }
 
 
