@@ -30,6 +30,7 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nftkit tests benchmarks examples
+	$(VENV)/bin/ruff format --check nftkit tests benchmarks examples
 
 bench: $(STAMP)
 	$(PY) benchmarks/shapes_nft.py

@@ -37,10 +37,23 @@ from nftkit.train.algos import TITLES, TrainConfig, trainer_class
 from nftkit.train.presets import get_preset, resolve_training_prompts
 
 PRESETS = {"nft": "shapes", "grpo": "shapes-grpo"}
-BUDGET_KEYS = ("prompts_per_epoch", "group_size", "sample_batch_size", "train_batch_size",
-               "samples_per_step", "steps_per_epoch", "grad_accum")
-QUICK = {"prompts_per_epoch": 4, "group_size": 4, "sample_batch_size": 16,
-         "train_batch_size": 8, "samples_per_step": 8, "num_steps": 6}
+BUDGET_KEYS = (
+    "prompts_per_epoch",
+    "group_size",
+    "sample_batch_size",
+    "train_batch_size",
+    "samples_per_step",
+    "steps_per_epoch",
+    "grad_accum",
+)
+QUICK = {
+    "prompts_per_epoch": 4,
+    "group_size": 4,
+    "sample_batch_size": 16,
+    "train_batch_size": 8,
+    "samples_per_step": 8,
+    "num_steps": 6,
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -49,9 +62,7 @@ def method_configs(epochs: int | None, quick: bool) -> dict[str, TrainConfig]:
     extra = dict(QUICK) if quick else {}
     nft = get_preset(PRESETS["nft"]).train_config(**{**extra, "epochs": epochs})
     budget = {key: getattr(nft, key) for key in BUDGET_KEYS}
-    grpo = get_preset(PRESETS["grpo"]).train_config(
-        **{**extra, **budget, "epochs": nft.epochs}
-    )
+    grpo = get_preset(PRESETS["grpo"]).train_config(**{**extra, **budget, "epochs": nft.epochs})
     return {"nft": nft, "grpo": grpo}
 
 
@@ -71,9 +82,17 @@ def evaluate(trainer: Any, evaluator: ShapesEvaluator, settings: EvalSettings) -
 
 
 def run_method(
-    algo: str, config: TrainConfig, seed: int, evaluator: ShapesEvaluator,
-    settings: EvalSettings, eval_every: int, base_overall: float, autocast: torch.dtype | None,
-    progress: Progress, task: Any, stop_at: float | None = None,
+    algo: str,
+    config: TrainConfig,
+    seed: int,
+    evaluator: ShapesEvaluator,
+    settings: EvalSettings,
+    eval_every: int,
+    base_overall: float,
+    autocast: torch.dtype | None,
+    progress: Progress,
+    task: Any,
+    stop_at: float | None = None,
     max_seconds: float | None = None,
 ) -> list[dict[str, float]]:
     """Train one method with one seed; the curve of (epoch, step, images, seconds, overall).
@@ -93,17 +112,26 @@ def run_method(
         for epoch in range(1, config.epochs + 1):
             record = trainer.run_epoch()
             seconds += record["seconds"]
-            progress.update(task, status=f"{algo} seed {seed} epoch {epoch} "
-                            f"reward {record['reward_mean']:.3f}")
+            progress.update(
+                task, status=f"{algo} seed {seed} epoch {epoch} reward {record['reward_mean']:.3f}"
+            )
             out_of_time = max_seconds is not None and seconds >= max_seconds
             if epoch % eval_every == 0 or epoch == config.epochs or out_of_time:
                 overall = evaluate(trainer, evaluator, settings)
-                curve.append({"epoch": epoch, "step": trainer.global_step,
-                              "images": epoch * per_epoch, "seconds": round(seconds, 2),
-                              "overall": overall})
-                progress.console.print(f"{algo} seed {seed} epoch {epoch} step "
-                                       f"{trainer.global_step} overall {overall:.3f} "
-                                       f"({seconds:.0f}s training)")
+                curve.append(
+                    {
+                        "epoch": epoch,
+                        "step": trainer.global_step,
+                        "images": epoch * per_epoch,
+                        "seconds": round(seconds, 2),
+                        "overall": overall,
+                    }
+                )
+                progress.console.print(
+                    f"{algo} seed {seed} epoch {epoch} step "
+                    f"{trainer.global_step} overall {overall:.3f} "
+                    f"({seconds:.0f}s training)"
+                )
                 if out_of_time or (stop_at is not None and overall >= stop_at):
                     break
     progress.update(task, advance=1)
@@ -124,8 +152,9 @@ def top_reached(curve: list[dict[str, float]], thresholds: list[float]) -> float
     return max(reached) if reached else None
 
 
-def seed_ratio(nft: list[dict[str, float]], grpo: list[dict[str, float]],
-               thresholds: list[float]) -> dict[str, Any] | None:
+def seed_ratio(
+    nft: list[dict[str, float]], grpo: list[dict[str, float]], thresholds: list[float]
+) -> dict[str, Any] | None:
     """GRPO/NFT for one seed at the highest threshold NFT reaches.
 
     Exact when GRPO reaches it too; otherwise GRPO ran out of its budget first, and the
@@ -138,53 +167,77 @@ def seed_ratio(nft: list[dict[str, float]], grpo: list[dict[str, float]],
     g = first_reach(grpo, top)
     assert n is not None
     spent = g or grpo[-1]
-    return {"threshold": top, "grpo_reached": g is not None,
-            "steps": spent["step"] / max(n["step"], 1),
-            "images": spent["images"] / max(n["images"], 1),
-            "seconds": spent["seconds"] / max(n["seconds"], 1e-9)}
+    return {
+        "threshold": top,
+        "grpo_reached": g is not None,
+        "steps": spent["step"] / max(n["step"], 1),
+        "images": spent["images"] / max(n["images"], 1),
+        "seconds": spent["seconds"] / max(n["seconds"], 1e-9),
+    }
 
 
-def summarize(runs: dict[str, list[list[dict[str, float]]]],
-              thresholds: list[float]) -> dict[str, Any]:
+def summarize(
+    runs: dict[str, list[list[dict[str, float]]]], thresholds: list[float]
+) -> dict[str, Any]:
     """Threshold crossings per method and seed, and the GRPO/NFT ratios per seed."""
-    reach = {algo: {str(thr): [first_reach(c, thr) for c in runs[algo]] for thr in thresholds}
-             for algo in runs}
+    reach = {
+        algo: {str(thr): [first_reach(c, thr) for c in runs[algo]] for thr in thresholds}
+        for algo in runs
+    }
     ratios = [seed_ratio(n, g, thresholds) for n, g in zip(runs["nft"], runs["grpo"], strict=True)]
     known = [r for r in ratios if r is not None]
     common = None
     if known and all(r is not None for r in ratios):
         threshold = min(r["threshold"] for r in known)
         exact = all(first_reach(g, threshold) for g in runs["grpo"])
-        per_seed = [seed_ratio(n, g, [threshold])
-                    for n, g in zip(runs["nft"], runs["grpo"], strict=True)]
-        common = {"threshold": threshold, "grpo_reached_on_every_seed": exact,
-                  "seconds_min": min(r["seconds"] for r in per_seed if r),
-                  "seconds_mean": sum(r["seconds"] for r in per_seed if r) / len(per_seed),
-                  "steps_mean": sum(r["steps"] for r in per_seed if r) / len(per_seed)}
-    return {"reach": reach, "per_seed_ratio": ratios, "grpo_over_nft": common,
-            "final_overall": {a: [c[-1]["overall"] for c in cs] for a, cs in runs.items()},
-            "best_overall": {a: [max(p["overall"] for p in c) for c in cs]
-                             for a, cs in runs.items()}}
+        per_seed = [
+            seed_ratio(n, g, [threshold]) for n, g in zip(runs["nft"], runs["grpo"], strict=True)
+        ]
+        common = {
+            "threshold": threshold,
+            "grpo_reached_on_every_seed": exact,
+            "seconds_min": min(r["seconds"] for r in per_seed if r),
+            "seconds_mean": sum(r["seconds"] for r in per_seed if r) / len(per_seed),
+            "steps_mean": sum(r["steps"] for r in per_seed if r) / len(per_seed),
+        }
+    return {
+        "reach": reach,
+        "per_seed_ratio": ratios,
+        "grpo_over_nft": common,
+        "final_overall": {a: [c[-1]["overall"] for c in cs] for a, cs in runs.items()},
+        "best_overall": {a: [max(p["overall"] for p in c) for c in cs] for a, cs in runs.items()},
+    }
 
 
-def plot(runs: dict[str, list[list[dict[str, float]]]], thresholds: list[float],
-         path: Path) -> None:
+def plot(
+    runs: dict[str, list[list[dict[str, float]]]], thresholds: list[float], path: Path
+) -> None:
     """Overall score against optimizer steps, sampled images and training seconds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes_keys = [("step", "optimizer steps"), ("images", "sampled images"),
-                 ("seconds", "training wall seconds")]
+    axes_keys = [
+        ("step", "optimizer steps"),
+        ("images", "sampled images"),
+        ("seconds", "training wall seconds"),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=120, sharey=True)
     colors = {"nft": "tab:blue", "grpo": "tab:red"}
     for ax, (key, label) in zip(axes, axes_keys, strict=True):
         for algo, curves in runs.items():
             for i, curve in enumerate(curves):
-                ax.plot([p[key] for p in curve], [p["overall"] for p in curve],
-                        color=colors[algo], lw=1.5, marker="o", ms=3, alpha=0.8,
-                        label=f"{TITLES[algo]} ({len(curves)} seeds)" if i == 0 else None)
+                ax.plot(
+                    [p[key] for p in curve],
+                    [p["overall"] for p in curve],
+                    color=colors[algo],
+                    lw=1.5,
+                    marker="o",
+                    ms=3,
+                    alpha=0.8,
+                    label=f"{TITLES[algo]} ({len(curves)} seeds)" if i == 0 else None,
+                )
         for thr in thresholds:
             ax.axhline(thr, color="gray", ls="--", lw=0.8)
         ax.set_xlabel(label)
@@ -203,12 +256,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2")
     parser.add_argument("--epochs", type=int, default=None, help="NFT epochs (preset default)")
     parser.add_argument("--eval-every", type=int, default=None, help="epochs between evals")
-    parser.add_argument("--grpo-budget", type=float, default=3.0,
-                        help="GRPO may train this many times NFT's seconds-to-threshold")
+    parser.add_argument(
+        "--grpo-budget",
+        type=float,
+        default=3.0,
+        help="GRPO may train this many times NFT's seconds-to-threshold",
+    )
     parser.add_argument("--quick", action="store_true", help="minute-scale smoke run")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.8, 0.9])
-    parser.add_argument("--autocast", choices=("none", "bf16"), default="none",
-                        help="policy autocast (bf16 is only fast on CPUs with AMX/AVX512-BF16)")
+    parser.add_argument(
+        "--autocast",
+        choices=("none", "bf16"),
+        default="none",
+        help="policy autocast (bf16 is only fast on CPUs with AMX/AVX512-BF16)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     quick = args.quick
@@ -228,58 +289,108 @@ def main() -> None:
     base_overall = float(base.metrics["overall"])
     print(f"shapes-base overall {base_overall:.3f}", flush=True)
     runs: dict[str, list[list[dict[str, float]]]] = {"nft": [], "grpo": []}
-    progress = Progress(TextColumn("[bold]nft vs grpo[/]"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    progress = Progress(
+        TextColumn("[bold]nft vs grpo[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
     with progress:
         task = progress.add_task("bench", total=len(seeds) * 2, status="")
         for seed in seeds:
-            nft = run_method("nft", configs["nft"], seed, evaluator, settings, eval_every,
-                             base_overall, autocast, progress, task)
+            nft = run_method(
+                "nft",
+                configs["nft"],
+                seed,
+                evaluator,
+                settings,
+                eval_every,
+                base_overall,
+                autocast,
+                progress,
+                task,
+            )
             # GRPO trains until it reaches the highest threshold NFT reached, or until it has
             # used --grpo-budget times NFT's seconds to get there (then the ratio is a bound).
             top = top_reached(nft, thresholds)
             hit = first_reach(nft, top) if top is not None else None
             budget = args.grpo_budget * (hit["seconds"] if hit else nft[-1]["seconds"])
             grpo_config = type(configs["grpo"]).from_dict(
-                {**configs["grpo"].to_dict(), "epochs": 1000 * epochs})
-            grpo = run_method("grpo", grpo_config, seed, evaluator, settings, eval_every,
-                              base_overall, autocast, progress, task, stop_at=top,
-                              max_seconds=budget)
+                {**configs["grpo"].to_dict(), "epochs": 1000 * epochs}
+            )
+            grpo = run_method(
+                "grpo",
+                grpo_config,
+                seed,
+                evaluator,
+                settings,
+                eval_every,
+                base_overall,
+                autocast,
+                progress,
+                task,
+                stop_at=top,
+                max_seconds=budget,
+            )
             runs["nft"].append(nft)
             runs["grpo"].append(grpo)
     summary = summarize(runs, thresholds)
     png = out_json.with_suffix(".png")
     plot(runs, thresholds, png)
     result = {
-        "quick": quick, "seeds": seeds, "nft_epochs": epochs, "eval_every": eval_every,
-        "grpo_budget": args.grpo_budget, "thresholds": thresholds, "base_overall": base_overall,
-        "eval": {"per_task": evaluator.per_task, "samples_per_prompt": evaluator.n_samples,
-                 "steps": settings.steps, "solver": settings.solver, "weights": "EMA"},
+        "quick": quick,
+        "seeds": seeds,
+        "nft_epochs": epochs,
+        "eval_every": eval_every,
+        "grpo_budget": args.grpo_budget,
+        "thresholds": thresholds,
+        "base_overall": base_overall,
+        "eval": {
+            "per_task": evaluator.per_task,
+            "samples_per_prompt": evaluator.n_samples,
+            "steps": settings.steps,
+            "solver": settings.solver,
+            "weights": "EMA",
+        },
         "images_per_step": {a: images_per_step(c) for a, c in configs.items()},
         # GRPO's epoch count is set by its time budget, not by its config
-        "configs": {a: {**c.to_dict(), **({"epochs": None} if a == "grpo" else {})}
-                    for a, c in configs.items()},
+        "configs": {
+            a: {**c.to_dict(), **({"epochs": None} if a == "grpo" else {})}
+            for a, c in configs.items()
+        },
         **summary,
-        "runs": {a: [{"seed": s, "curve": c} for s, c in zip(seeds, curves, strict=True)]
-                 for a, curves in runs.items()},
-        "wall_seconds": round(time.time() - start, 1), "threads": torch.get_num_threads(),
-        "autocast": args.autocast, "machine": platform.processor() or platform.machine(),
+        "runs": {
+            a: [{"seed": s, "curve": c} for s, c in zip(seeds, curves, strict=True)]
+            for a, curves in runs.items()
+        },
+        "wall_seconds": round(time.time() - start, 1),
+        "threads": torch.get_num_threads(),
+        "autocast": args.autocast,
+        "machine": platform.processor() or platform.machine(),
         "png": str(png),
     }
     out_json.write_text(json.dumps(result, indent=2))
     for seed, ratio in zip(seeds, summary["per_seed_ratio"], strict=True):
         for algo in ("nft", "grpo"):
-            reached = {thr: summary["reach"][algo][str(thr)][seeds.index(seed)]
-                       for thr in thresholds}
-            text = ", ".join(f"{thr:.2f} at {hit['seconds']:.0f}s (step {hit['step']:.0f})"
-                             if hit else f"{thr:.2f} not reached" for thr, hit in reached.items())
+            reached = {
+                thr: summary["reach"][algo][str(thr)][seeds.index(seed)] for thr in thresholds
+            }
+            text = ", ".join(
+                f"{thr:.2f} at {hit['seconds']:.0f}s (step {hit['step']:.0f})"
+                if hit
+                else f"{thr:.2f} not reached"
+                for thr, hit in reached.items()
+            )
             print(f"seed {seed} {TITLES[algo]:>12}: {text}")
         if ratio is None:
             print(f"seed {seed}: NFT reached no threshold, no ratio")
         else:
             sign = "=" if ratio["grpo_reached"] else ">"
-            print(f"seed {seed}: GRPO/NFT wall seconds to {ratio['threshold']:.2f} "
-                  f"{sign} {ratio['seconds']:.2f}x (optimizer steps {sign} {ratio['steps']:.2f}x)")
+            print(
+                f"seed {seed}: GRPO/NFT wall seconds to {ratio['threshold']:.2f} "
+                f"{sign} {ratio['seconds']:.2f}x (optimizer steps {sign} {ratio['steps']:.2f}x)"
+            )
     print(f"wrote {out_json} and {png} ({time.time() - start:.0f}s)")
 
 

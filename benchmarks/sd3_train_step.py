@@ -36,14 +36,27 @@ from nftkit.train.sampling import sample
 
 # Published stabilityai/stable-diffusion-3.5-medium transformer/config.json and vae/config.json.
 SD35_MEDIUM_TRANSFORMER: dict[str, Any] = dict(
-    sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
-    num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
-    pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=384,
-    dual_attention_layers=tuple(range(13)), qk_norm="rms_norm",
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    out_channels=16,
+    pos_embed_max_size=384,
+    dual_attention_layers=tuple(range(13)),
+    qk_norm="rms_norm",
 )
 SD3_VAE: dict[str, Any] = dict(
-    block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=16,
-    norm_num_groups=32, sample_size=1024, mid_block_add_attention=True,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=16,
+    norm_num_groups=32,
+    sample_size=1024,
+    mid_block_add_attention=True,
 )
 PROMPTS = ["a photo of a red cube", "two dogs on a green sofa", 'a sign that says "hi"']
 
@@ -52,15 +65,24 @@ def build_policy(args: argparse.Namespace) -> SD3Policy:
     """The tiny pipeline, or the real-size transformer + VAE with small text encoders."""
     if args.real_size:
         transformer = {**SD35_MEDIUM_TRANSFORMER, "num_layers": args.num_layers}
-        config = TinySD3Config(image_size=args.resolution, t5_dim=4096, clip_projection_dim=1024,
-                               transformer=transformer, vae=SD3_VAE)
+        config = TinySD3Config(
+            image_size=args.resolution,
+            t5_dim=4096,
+            clip_projection_dim=1024,
+            transformer=transformer,
+            vae=SD3_VAE,
+        )
     else:
         config = TinySD3Config()
     pipeline = build_tiny_sd3(config)
     dtype = parse_dtype(args.dtype, torch.float32)
-    return SD3Policy(pipeline, device=args.device, dtype=dtype,
-                     resolution=args.resolution if args.real_size else None,
-                     gradient_checkpointing=args.gradient_checkpointing)
+    return SD3Policy(
+        pipeline,
+        device=args.device,
+        dtype=dtype,
+        resolution=args.resolution if args.real_size else None,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -97,8 +119,13 @@ def time_sampling(trainer: NFTTrainer, args: argparse.Namespace) -> float:
     def run() -> None:
         x_T = torch.randn((args.batch, *policy.latent_shape), generator=generator)
         with torch.no_grad():
-            x0 = sample(lambda x, t: policy.velocity(x, t, cond, adapter="old"),
-                        x_T.to(policy.device), args.sample_steps, "dpm2", 3.0)
+            x0 = sample(
+                lambda x, t: policy.velocity(x, t, cond, adapter="old"),
+                x_T.to(policy.device),
+                args.sample_steps,
+                "dpm2",
+                3.0,
+            )
             policy.decode(x0)
 
     run()  # warm-up
@@ -116,9 +143,13 @@ def time_nft_step(trainer: NFTTrainer, args: argparse.Namespace) -> float:
     n = args.batch
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(n)]
     batch = EpochBatch(
-        x0=torch.randn((n, *policy.latent_shape)), cond=policy.encode_prompts(prompts),
-        prompts=prompts, metadata=[{}] * n, groups=[i % 3 for i in range(n)],
-        rewards=torch.randn(n), components={},
+        x0=torch.randn((n, *policy.latent_shape)),
+        cond=policy.encode_prompts(prompts),
+        prompts=prompts,
+        metadata=[{}] * n,
+        groups=[i % 3 for i in range(n)],
+        rewards=torch.randn(n),
+        components={},
     )
     trainer.train_on(batch, epoch=0)  # warm-up
     sync(policy.device)
@@ -135,8 +166,12 @@ def main() -> None:
     """Run the benchmark, print and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real-size", action="store_true", help="SD3.5-Medium-size transformer")
-    parser.add_argument("--num-layers", type=int, default=24,
-                        help="transformer blocks with --real-size (24 = published; fewer for a smoke run)")
+    parser.add_argument(
+        "--num-layers",
+        type=int,
+        default=24,
+        help="transformer blocks with --real-size (24 = published; fewer for a smoke run)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="float32 (CPU default) or bf16")
     parser.add_argument("--resolution", type=int, default=512, help="pixels (real size only)")
@@ -155,12 +190,23 @@ def main() -> None:
     policy = build_policy(args)
     params = sum(p.numel() for p in policy.model.parameters())
     config = NFTConfig(
-        prompts_per_epoch=1, group_size=args.batch, num_steps=max(args.timesteps + 1, 10),
-        sample_batch_size=args.batch, train_batch_size=args.batch,
-        max_train_timesteps=args.timesteps, lora_rank=32, lora_alpha=64, beta=1.0,
+        prompts_per_epoch=1,
+        group_size=args.batch,
+        num_steps=max(args.timesteps + 1, 10),
+        sample_batch_size=args.batch,
+        train_batch_size=args.batch,
+        max_train_timesteps=args.timesteps,
+        lora_rank=32,
+        lora_alpha=64,
+        beta=1.0,
     )
-    trainer = NFTTrainer(policy, RewardComposer("jpeg"), [PromptItem(p) for p in PROMPTS],
-                         config, output_dir=Path("/tmp/nftkit-bench-unused"))
+    trainer = NFTTrainer(
+        policy,
+        RewardComposer("jpeg"),
+        [PromptItem(p) for p in PROMPTS],
+        config,
+        output_dir=Path("/tmp/nftkit-bench-unused"),
+    )
     lora_params = sum(p.numel() for p in trainer.trainable)
     images_per_s = time_sampling(trainer, args)
     step_s = time_nft_step(trainer, args)
@@ -170,9 +216,11 @@ def main() -> None:
     step_flops = fwd * passes * args.timesteps
     device = policy.device
     result: dict[str, Any] = {
-        "model": f"sd3.5-medium-size, {args.num_layers} blocks (random init)" if args.real_size
+        "model": f"sd3.5-medium-size, {args.num_layers} blocks (random init)"
+        if args.real_size
         else "tiny-sd3 (random init)",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "dtype": str(policy.dtype).replace("torch.", ""),
         "resolution": policy.resolution,
@@ -190,7 +238,8 @@ def main() -> None:
         "nft_step_tflops": round(step_flops / 1e12, 4),
         "achieved_tflops": round(step_flops / step_s / 1e12, 4),
         "mfu": round(step_flops / step_s / (args.peak_tflops * 1e12), 4)
-        if device.type == "cuda" else None,
+        if device.type == "cuda"
+        else None,
         "gradient_checkpointing": args.gradient_checkpointing,
         "torch": torch.__version__,
     }

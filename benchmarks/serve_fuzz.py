@@ -82,8 +82,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height but whose data is a few bytes."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
-            + _chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def bilevel_png(width: int, height: int) -> bytes:
@@ -93,8 +97,11 @@ def bilevel_png(width: int, height: int) -> bytes:
 
 def valid_body(rng: random.Random, n: int = 1) -> dict[str, Any]:
     """A request that the server accepts."""
-    return {"reward": "jpeg", "prompts": [f"p{i}" for i in range(n)],
-            "images": [png_b64(rng.randrange(10**6)) for _ in range(n)]}
+    return {
+        "reward": "jpeg",
+        "prompts": [f"p{i}" for i in range(n)],
+        "images": [png_b64(rng.randrange(10**6)) for _ in range(n)],
+    }
 
 
 def _dump(body: Any) -> bytes:
@@ -179,8 +186,14 @@ def truncated_image(rng: random.Random) -> Probe:
 
 def not_png_or_jpeg(rng: random.Random) -> Probe:
     image = Image.new("RGB", (8, 8), (rng.randrange(256), 0, 0))
-    payloads = [_save(image, "GIF"), _save(image, "BMP"), _save(image, "TIFF"),
-                b"just some text", b"\x80\x04\x95pickle", bytes(rng.randrange(256) for _ in range(64))]
+    payloads = [
+        _save(image, "GIF"),
+        _save(image, "BMP"),
+        _save(image, "TIFF"),
+        b"just some text",
+        b"\x80\x04\x95pickle",
+        bytes(rng.randrange(256) for _ in range(64)),
+    ]
     body = valid_body(rng)
     body["images"] = [_b64(rng.choice(payloads))] if rng.random() < 0.8 else ["@@not base64@@"]
     return Probe(_dump(body))
@@ -209,16 +222,21 @@ def wrong_token(rng: random.Random) -> Probe:
         return Probe(body, token=TOKEN[:-1] + "X", expect=(401,))
     if choice == 2:
         return Probe(body, token=None, headers={"Authorization": f"Basic {TOKEN}"}, expect=(401,))
-    return Probe(b"", token="".join(rng.choice("abc123") for _ in range(40)), method="GET",
-                 path="/rewards", expect=(401,))
+    return Probe(
+        b"",
+        token="".join(rng.choice("abc123") for _ in range(40)),
+        method="GET",
+        path="/rewards",
+        expect=(401,),
+    )
 
 
 def wrong_route(rng: random.Random) -> Probe:
     if rng.random() < 0.5:
-        return Probe(b"", method=rng.choice(["GET", "PUT", "DELETE"]), path="/score",
-                     expect=(405,))
-    return Probe(_dump(valid_body(rng)), path=rng.choice(["/scores", "/score/x", "/admin"]),
-                 expect=(404,))
+        return Probe(b"", method=rng.choice(["GET", "PUT", "DELETE"]), path="/score", expect=(405,))
+    return Probe(
+        _dump(valid_body(rng)), path=rng.choice(["/scores", "/score/x", "/admin"]), expect=(404,)
+    )
 
 
 def slow_upload(rng: random.Random) -> Probe:
@@ -270,9 +288,13 @@ def send(port: int, probe: Probe) -> tuple[int | None, Any]:
             return response.status, json.loads(raw)
         except ValueError:
             return response.status, raw.decode("utf-8", "replace")
-    head = "".join([f"{probe.method} {probe.path} HTTP/1.1\r\nHost: {HOST}\r\n",
-                    *(f"{k}: {v}\r\n" for k, v in _headers(probe).items()),
-                    f"Content-Length: {len(probe.body)}\r\n\r\n"]).encode()
+    head = "".join(
+        [
+            f"{probe.method} {probe.path} HTTP/1.1\r\nHost: {HOST}\r\n",
+            *(f"{k}: {v}\r\n" for k, v in _headers(probe).items()),
+            f"Content-Length: {len(probe.body)}\r\n\r\n",
+        ]
+    ).encode()
     sock = socket.create_connection((HOST, port), timeout=REQUEST_TIMEOUT_S)
     try:
         sock.sendall(head + probe.body[: len(probe.body) // 3])
@@ -302,8 +324,14 @@ def _read_response(sock: socket.socket) -> tuple[int | None, Any]:
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
     while len(rest) < length:
         chunk = sock.recv(65536)
         if not chunk:
@@ -322,8 +350,9 @@ def valid_request_ok(port: int, rng: random.Random) -> bool:
     if status != 200 or not isinstance(answer, dict):
         return False
     scores = answer.get("results", {}).get("jpeg", {}).get("scores")
-    return isinstance(scores, list) and len(scores) == n and all(
-        isinstance(s, float) for s in scores)
+    return (
+        isinstance(scores, list) and len(scores) == n and all(isinstance(s, float) for s in scores)
+    )
 
 
 def rss_mib(pid: int) -> float:
@@ -336,9 +365,13 @@ def rss_mib(pid: int) -> float:
 
 def is_one_line_error(answer: Any) -> bool:
     """The body is exactly {"error": "<one line>"}."""
-    return (isinstance(answer, dict) and set(answer) == {"error"}
-            and isinstance(answer["error"], str) and bool(answer["error"])
-            and "\n" not in answer["error"])
+    return (
+        isinstance(answer, dict)
+        and set(answer) == {"error"}
+        and isinstance(answer["error"], str)
+        and bool(answer["error"])
+        and "\n" not in answer["error"]
+    )
 
 
 def fuzz_round(port: int, per_case: int, seed: int, deadline: float) -> dict[str, Any]:
@@ -363,11 +396,16 @@ def fuzz_round(port: int, per_case: int, seed: int, deadline: float) -> dict[str
             elif status not in probe.expect:
                 failures.append(f"#{i}: got {status}, expected {probe.expect}: {str(answer)[:160]}")
             elif not is_one_line_error(answer):
-                failures.append(f"#{i}: {status} without a one-line JSON error: {str(answer)[:160]}")
+                failures.append(
+                    f"#{i}: {status} without a one-line JSON error: {str(answer)[:160]}"
+                )
         if not valid_request_ok(port, rng):
             failures.append("a valid request failed after this case")
-        report[name] = {"requests": sum(statuses.values()), "statuses": dict(statuses),
-                        "failures": failures}
+        report[name] = {
+            "requests": sum(statuses.values()),
+            "statuses": dict(statuses),
+            "failures": failures,
+        }
     return report
 
 
@@ -381,12 +419,27 @@ def free_port() -> int:
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
     """``nftkit serve jpeg`` on 127.0.0.1:port with the fuzz limits; waits for /health."""
-    command = [sys.executable, "-m", "nftkit", "serve", "jpeg", "--host", HOST, "--port",
-               str(port), "--token", TOKEN, "--max-batch", str(MAX_BATCH), "--max-body-mb",
-               str(MAX_BODY_MB), "--body-timeout-s", str(BODY_TIMEOUT_S)]
+    command = [
+        sys.executable,
+        "-m",
+        "nftkit",
+        "serve",
+        "jpeg",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--token",
+        TOKEN,
+        "--max-batch",
+        str(MAX_BATCH),
+        "--max-body-mb",
+        str(MAX_BODY_MB),
+        "--body-timeout-s",
+        str(BODY_TIMEOUT_S),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "NFTKIT_SERVE_TOKEN"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     start = time.monotonic()
     while time.monotonic() - start < 90:
         if process.poll() is not None:
@@ -413,18 +466,27 @@ def run_fuzz(port: int, pid: int, per_case: int, seed: int, deadline_s: float) -
     second = fuzz_round(port, per_case, seed + 1, deadline)
     rss_second = rss_mib(pid)
     after = sum(valid_request_ok(port, rng) for _ in range(20))
-    cases = {name: {"requests": first[name]["requests"] + second[name]["requests"],
-                    "statuses": dict(Counter(first[name]["statuses"])
-                                     + Counter(second[name]["statuses"])),
-                    "failures": first[name]["failures"] + second[name]["failures"]}
-             for name in CASES}
+    cases = {
+        name: {
+            "requests": first[name]["requests"] + second[name]["requests"],
+            "statuses": dict(Counter(first[name]["statuses"]) + Counter(second[name]["statuses"])),
+            "failures": first[name]["failures"] + second[name]["failures"],
+        }
+        for name in CASES
+    }
     return {
-        "per_case": per_case, "seed": seed, "cases": cases,
+        "per_case": per_case,
+        "seed": seed,
+        "cases": cases,
         "requests": sum(c["requests"] for c in cases.values()),
         "failures": sum(len(c["failures"]) for c in cases.values()),
-        "valid_before": warm, "valid_after": after,
-        "rss_mib": {"before": round(rss_before, 1), "after_round_1": round(rss_first, 1),
-                    "after_round_2": round(rss_second, 1)},
+        "valid_before": warm,
+        "valid_after": after,
+        "rss_mib": {
+            "before": round(rss_before, 1),
+            "after_round_1": round(rss_first, 1),
+            "after_round_2": round(rss_second, 1),
+        },
         "rss_delta_mib": round(rss_second - rss_before, 1),
         "rss_round_2_growth_mib": round(rss_second - rss_first, 1),
         "seconds": round(time.monotonic() - started, 1),
@@ -441,11 +503,15 @@ def print_table(result: dict[str, Any]) -> None:
         for failure in case["failures"][:3]:
             print(f"    {failure}")
     rss = result["rss_mib"]
-    print(f"{result['requests']} requests in {result['seconds']} s, {result['failures']} failures; "
-          f"valid requests before/after: {result['valid_before']}/20, {result['valid_after']}/20")
-    print(f"server RSS: {rss['before']} MiB before, {rss['after_round_1']} after round 1, "
-          f"{rss['after_round_2']} after round 2 (delta {result['rss_delta_mib']:+} MiB, "
-          f"round 2 {result['rss_round_2_growth_mib']:+} MiB)")
+    print(
+        f"{result['requests']} requests in {result['seconds']} s, {result['failures']} failures; "
+        f"valid requests before/after: {result['valid_before']}/20, {result['valid_after']}/20"
+    )
+    print(
+        f"server RSS: {rss['before']} MiB before, {rss['after_round_1']} after round 1, "
+        f"{rss['after_round_2']} after round 2 (delta {result['rss_delta_mib']:+} MiB, "
+        f"round 2 {result['rss_round_2_growth_mib']:+} MiB)"
+    )
 
 
 def main() -> int:

@@ -51,8 +51,17 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str
     """Start ``nftkit serve`` on loopback and wait until /health answers."""
     port = free_port()
     command = [
-        sys.executable, "-m", "nftkit", "serve", args.reward, "--port", str(port),
-        "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
+        sys.executable,
+        "-m",
+        "nftkit",
+        "serve",
+        args.reward,
+        "--port",
+        str(port),
+        "--max-batch",
+        str(args.max_batch),
+        "--max-wait-ms",
+        str(args.max_wait_ms),
     ]
     env = {k: v for k, v in os.environ.items() if k != "NFTKIT_SERVE_TOKEN"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
@@ -151,7 +160,11 @@ def main() -> None:
         images = [text_image(WORDS[(i + k) % len(WORDS)]) for k in range(args.images)]
         prompts = [f'a sign that says "{WORDS[(i + k) % len(WORDS)]}"' for k in range(args.images)]
         payloads.append(
-            {"rewards": [args.reward], "prompts": prompts, "images": [encode_image(im) for im in images]}
+            {
+                "rewards": [args.reward],
+                "prompts": prompts,
+                "images": [encode_image(im) for im in images],
+            }
         )
 
     process = None
@@ -167,8 +180,10 @@ def main() -> None:
             process.wait(timeout=30)
 
     header = f"{'clients':>7} {'req/s':>8} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6} {'errors':>6}"
-    print(f"nftkit serve load: reward={args.reward}, {args.requests} requests/level, "
-          f"{args.images} image(s)/request, max wait {args.max_wait_ms:g} ms")
+    print(
+        f"nftkit serve load: reward={args.reward}, {args.requests} requests/level, "
+        f"{args.images} image(s)/request, max wait {args.max_wait_ms:g} ms"
+    )
     print(header)
     for row in rows:
         print(
@@ -182,8 +197,11 @@ def main() -> None:
         "images_per_request": args.images,
         "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "levels": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

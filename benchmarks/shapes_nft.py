@@ -56,18 +56,28 @@ def main() -> None:
     preset = get_preset("shapes")
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     config = preset.nft_config(epochs=args.steps, **overrides)
-    spec = TrainSpec(model=args.model, rewards=preset.rewards, prompts=preset.prompts,
-                     config=config, output=args.output / "train", preset="shapes")
+    spec = TrainSpec(
+        model=args.model,
+        rewards=preset.rewards,
+        prompts=preset.prompts,
+        config=config,
+        output=args.output / "train",
+        preset="shapes",
+    )
     train_start = time.time()
 
     def report(record: dict) -> None:
-        print(f"epoch {record['epoch'] + 1}/{config.epochs} step {record['step']} "
-              f"reward {record['reward_mean']:.3f} ({time.time() - train_start:.0f}s)", flush=True)
+        print(
+            f"epoch {record['epoch'] + 1}/{config.epochs} step {record['step']} "
+            f"reward {record['reward_mean']:.3f} ({time.time() - train_start:.0f}s)",
+            flush=True,
+        )
 
     summary = run_training(spec, db_url=db, on_epoch=report)
     train_seconds = time.time() - train_start
-    tuned = run_evaluation(load_policy(args.output / "train"), evaluator, "tuned", settings,
-                           store=store)
+    tuned = run_evaluation(
+        load_policy(args.output / "train"), evaluator, "tuned", settings, store=store
+    )
     result = {
         "base_overall": base.metrics["overall"],
         "tuned_overall": tuned.metrics["overall"],

@@ -30,17 +30,24 @@ def timed_run(preset: str, epochs: int, output: Path, watch: WatchOptions) -> li
     base = get_preset(preset)
     shutil.rmtree(output, ignore_errors=True)
     output.parent.mkdir(parents=True, exist_ok=True)
-    spec = TrainSpec(model=base.model, rewards=base.rewards, prompts=base.prompts,
-                     config=base.train_config(epochs=epochs, checkpoint_every=10**6),
-                     output=output, preset=preset, policy_options=dict(base.policy),
-                     watch=watch)
+    spec = TrainSpec(
+        model=base.model,
+        rewards=base.rewards,
+        prompts=base.prompts,
+        config=base.train_config(epochs=epochs, checkpoint_every=10**6),
+        output=output,
+        preset=preset,
+        policy_options=dict(base.policy),
+        watch=watch,
+    )
     ends: list[float] = []
 
     def on_epoch(record: dict[str, Any]) -> None:
         ends.append(time.perf_counter())
 
-    run_training(spec, db_url=f"sqlite:///{output.parent / (output.name + '.db')}",
-                 on_epoch=on_epoch)
+    run_training(
+        spec, db_url=f"sqlite:///{output.parent / (output.name + '.db')}", on_epoch=on_epoch
+    )
     return [b - a for a, b in itertools.pairwise(ends)]
 
 
@@ -67,21 +74,33 @@ def main() -> None:
     parser.add_argument("--preset", default="shapes")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/watch_overhead"))
-    parser.add_argument("--watched-only", action="store_true",
-                        help="only the watched run (the in-run share needs no plain run)")
+    parser.add_argument(
+        "--watched-only",
+        action="store_true",
+        help="only the watched run (the in-run share needs no plain run)",
+    )
     args = parser.parse_args()
     result: dict[str, Any] = {"preset": args.preset}
     if not args.watched_only:
         plain = timed_run(args.preset, args.epochs, args.output / "plain", WatchOptions())
-    watched = timed_run(args.preset, args.epochs, args.output / "watched",
-                        WatchOptions(log_with="tensorboard", monitor="jpeg"))
+    watched = timed_run(
+        args.preset,
+        args.epochs,
+        args.output / "watched",
+        WatchOptions(log_with="tensorboard", monitor="jpeg"),
+    )
     share = watch_share(args.output / "watched")
     result.update({"watched_epochs_s": watched, "in_run_watch_share_pct": share})
     if not args.watched_only:
         mean_plain, mean_watched = sum(plain) / len(plain), sum(watched) / len(watched)
-        result.update({"plain_s_per_epoch": mean_plain, "watched_s_per_epoch": mean_watched,
-                       "side_by_side_overhead_pct": 100.0 * (mean_watched - mean_plain)
-                       / mean_plain, "plain_epochs_s": plain})
+        result.update(
+            {
+                "plain_s_per_epoch": mean_plain,
+                "watched_s_per_epoch": mean_watched,
+                "side_by_side_overhead_pct": 100.0 * (mean_watched - mean_plain) / mean_plain,
+                "plain_epochs_s": plain,
+            }
+        )
     print(json.dumps(result, indent=2))
 
 

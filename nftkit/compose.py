@@ -234,7 +234,9 @@ class RewardComposer:
         self.normalization = normalization
         shared = reward_kwargs or {}
         per = per_reward_kwargs or {}
-        self.rewards = {t.key: build_reward(t, {**shared, **per.get(t.name, {})}) for t in self.terms}
+        self.rewards = {
+            t.key: build_reward(t, {**shared, **per.get(t.name, {})}) for t in self.terms
+        }
 
     @property
     def weights(self) -> dict[str, float]:

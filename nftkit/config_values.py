@@ -298,8 +298,18 @@ def typed_train_options(
         if key in set_values:
             passthrough[key] = _json_or_text(set_values[key])
     own = option_fields(config_cls)
-    others = {name: cls.label for other, (cls, _) in ALGOS.items() if other != algo
-              for name in option_fields(cls) if name not in own}
-    typed = typed_options(config_cls, {k: v for k, v in merged.items() if k not in passthrough},
-                          sources, getattr(config_cls, "label", algo), others)
+    others = {
+        name: cls.label
+        for other, (cls, _) in ALGOS.items()
+        if other != algo
+        for name in option_fields(cls)
+        if name not in own
+    }
+    typed = typed_options(
+        config_cls,
+        {k: v for k, v in merged.items() if k not in passthrough},
+        sources,
+        getattr(config_cls, "label", algo),
+        others,
+    )
     return {**typed, **passthrough}

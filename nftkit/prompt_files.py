@@ -58,7 +58,9 @@ def read_numbered_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
             if not isinstance(row, dict):
-                raise InputError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+                raise InputError(
+                    f"{path}:{number}: expected a JSON object, got {type(row).__name__}"
+                )
             rows.append((number, row))
     if not rows:
         raise InputError(f"file has no records: {path}")

@@ -60,11 +60,15 @@ class Contract:
         problems = []
         missing = sorted(getattr(obj, "__abstractmethods__", ()))
         if missing:
-            problems.append(f"{obj.__qualname__} does not implement {', '.join(missing)} "
-                            f"(abstract in {where}): define {'them' if len(missing) > 1 else 'it'}")
+            problems.append(
+                f"{obj.__qualname__} does not implement {', '.join(missing)} "
+                f"(abstract in {where}): define {'them' if len(missing) > 1 else 'it'}"
+            )
         if self.named and getattr(obj, "name", None) != name:
-            problems.append(f"its name is {getattr(obj, 'name', None)!r} but its entry point is "
-                            f"{name!r}: set name = {name!r}")
+            problems.append(
+                f"its name is {getattr(obj, 'name', None)!r} but its entry point is "
+                f"{name!r}: set name = {name!r}"
+            )
         if self.metadata is not None:
             check: Callable[[type], list[str]] = _resolve(self.metadata)
             problems.extend(check(obj))
@@ -185,7 +189,9 @@ class Registry:
         if name in self._invalid:
             raise self._invalid_error(name, eps[name])
         if name in self._errors:
-            raise PluginLoadError(f"{self.kind} plugin '{name}' failed to load: {self._errors[name]}")
+            raise PluginLoadError(
+                f"{self.kind} plugin '{name}' failed to load: {self._errors[name]}"
+            )
         try:
             obj = eps[name].load()
         except Exception as exc:  # a broken plugin must never take the process down

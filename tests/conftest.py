@@ -67,8 +67,10 @@ def pg_url() -> str:
     required = os.environ.get(REQUIRE_PG_ENV) == "1"
     problem = None
     if not url:
-        problem = (f"{PG_URL_ENV} is not set (e.g. postgresql+psycopg://USER@127.0.0.1:5432/DB; "
-                   ".ci/run starts a server and sets it)")
+        problem = (
+            f"{PG_URL_ENV} is not set (e.g. postgresql+psycopg://USER@127.0.0.1:5432/DB; "
+            ".ci/run starts a server and sets it)"
+        )
     else:
         try:
             ResultsStore(url).close()
@@ -84,6 +86,10 @@ def pg_url() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init shapes model saved in the shipped format."""
-    return write_tiny_shapes_model(tmp_path_factory.mktemp("tiny-shapes"),
-                                   tiny_shapes_config(32, channels=(16, 16, 32)), seed=0,
-                                   random_output=True, dtype=torch.float32)
+    return write_tiny_shapes_model(
+        tmp_path_factory.mktemp("tiny-shapes"),
+        tiny_shapes_config(32, channels=(16, 16, 32)),
+        seed=0,
+        random_output=True,
+        dtype=torch.float32,
+    )

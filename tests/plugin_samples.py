@@ -17,8 +17,9 @@ class Fine(Reward):
 
     name = "fine"
 
-    def score_batch(self, images: Any, prompts: list[str], metadata: list[dict[str, Any]]
-                    ) -> RewardOutput:
+    def score_batch(
+        self, images: Any, prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> RewardOutput:
         """Ones."""
         return RewardOutput(torch.ones(len(prompts)))
 
@@ -65,8 +66,9 @@ class BadSuite(Evaluator):
         """One prompt."""
         return [PromptSpec("0", "a cat")]
 
-    def score_samples(self, images: Sequence[Image.Image], specs: Sequence[PromptSpec]
-                      ) -> list[dict[str, Any]]:
+    def score_samples(
+        self, images: Sequence[Image.Image], specs: Sequence[PromptSpec]
+    ) -> list[dict[str, Any]]:
         """Zero scores."""
         return [{"scores": {"overall": 0.0}} for _ in images]
 

@@ -11,16 +11,28 @@ from nftkit.policies.shapes_model import ShapesFlowModel, ShapesModelConfig
 from nftkit.shapes.prompts import VOCAB
 
 
-def tiny_shapes_config(width: int, channels: tuple[int, ...] | None = None,
-                       **overrides: object) -> ShapesModelConfig:
+def tiny_shapes_config(
+    width: int, channels: tuple[int, ...] | None = None, **overrides: object
+) -> ShapesModelConfig:
     """A seconds-fast config: text/embedding width ``width``, one text layer, two heads."""
-    return ShapesModelConfig(vocab_size=len(VOCAB), channels=channels or (width,) * 3,
-                             text_dim=width, text_layers=1, heads=2, emb_dim=width, **overrides)
+    return ShapesModelConfig(
+        vocab_size=len(VOCAB),
+        channels=channels or (width,) * 3,
+        text_dim=width,
+        text_layers=1,
+        heads=2,
+        emb_dim=width,
+        **overrides,
+    )
 
 
-def write_tiny_shapes_model(path: Path, config: ShapesModelConfig, seed: int,
-                            random_output: bool = False,
-                            dtype: torch.dtype = torch.float16) -> Path:
+def write_tiny_shapes_model(
+    path: Path,
+    config: ShapesModelConfig,
+    seed: int,
+    random_output: bool = False,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
     """Random-init model saved to ``path``.
 
     ``random_output`` re-draws the zero-initialised output conv, without which v is constant.

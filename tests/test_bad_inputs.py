@@ -21,10 +21,29 @@ from PIL import Image
 from nftkit.results.store import ResultsStore
 from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
 
-TINY_TRAIN = ["--steps", "1", "--quiet", "--set", "prompts_per_epoch=2", "--set", "group_size=2",
-              "--set", "num_steps=2", "--set", "sample_batch_size=4", "--set", "train_batch_size=4",
-              "--set", "max_train_timesteps=1", "--set", "lora_rank=2", "--set", "lora_alpha=4",
-              "--set", "policy.autocast_dtype=null"]
+TINY_TRAIN = [
+    "--steps",
+    "1",
+    "--quiet",
+    "--set",
+    "prompts_per_epoch=2",
+    "--set",
+    "group_size=2",
+    "--set",
+    "num_steps=2",
+    "--set",
+    "sample_batch_size=4",
+    "--set",
+    "train_batch_size=4",
+    "--set",
+    "max_train_timesteps=1",
+    "--set",
+    "lora_rank=2",
+    "--set",
+    "lora_alpha=4",
+    "--set",
+    "policy.autocast_dtype=null",
+]
 UNREACHABLE_PG = "postgresql+psycopg://nftkit:s3cret@127.0.0.1:1/nftkit"
 
 BAD_PLUGINS = '''
@@ -136,7 +155,9 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     info = root / "nftkit_bad_plugins-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nftkit-bad-plugins\nVersion: 0.1\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: nftkit-bad-plugins\nVersion: 0.1\n"
+    )
     lines = "".join(f"{name} = {target}\n" for name, target in ENTRY_POINTS.items())
     (info / "entry_points.txt").write_text(f"[nftkit.rewards]\n{lines}")
     return root
@@ -161,8 +182,9 @@ def images(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_shapes_model(tmp_path_factory.mktemp("bad-inputs-model"),
-                                   tiny_shapes_config(8), seed=3)
+    return write_tiny_shapes_model(
+        tmp_path_factory.mktemp("bad-inputs-model"), tiny_shapes_config(8), seed=3
+    )
 
 
 # -- prompt files -----------------------------------------------------------------------------
@@ -173,8 +195,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [
         ('{"prompt": "a cat"}\n\n{"prompt": "a dog"\n', ["prompts.jsonl:3:", "invalid JSON"]),
         ('{"prompt": "a cat"}\n["a", "list"]\n', ["prompts.jsonl:2:", "expected a JSON object"]),
-        ('{"prompt": "a cat"}\n\n\n{"text": "no prompt key"}\n',
-         ["prompts.jsonl:4:", "no string 'prompt' key"]),
+        (
+            '{"prompt": "a cat"}\n\n\n{"text": "no prompt key"}\n',
+            ["prompts.jsonl:4:", "no string 'prompt' key"],
+        ),
         ('{"prompt": "a cat", "metadata": [1]}\n', ["prompts.jsonl:1:", "must be an object"]),
     ],
 )
@@ -195,9 +219,20 @@ def test_malformed_jsonl_stops_training_before_anything_is_written(
     manifest = tmp_path / "train.jsonl"
     manifest.write_text('{"prompt": "a red circle"}\n{"prompt": "a blue\n')
     out = tmp_path / "run"
-    result = cli("--db", f"sqlite:///{tmp_path / 'r.db'}", "train", "--model", str(tiny_model),
-                 "--rewards", "jpeg", "--prompts", str(manifest), "--output", str(out),
-                 *TINY_TRAIN)
+    result = cli(
+        "--db",
+        f"sqlite:///{tmp_path / 'r.db'}",
+        "train",
+        "--model",
+        str(tiny_model),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        str(manifest),
+        "--output",
+        str(out),
+        *TINY_TRAIN,
+    )
     _one_line_error(result, 2, "train.jsonl:2:")
     assert not out.exists() and not (tmp_path / "r.db").exists()
 
@@ -240,8 +275,9 @@ def test_grayscale_rgba_16bit_and_palette_images_are_converted(cli, tmp_path: Pa
         assert im.mode.startswith("I")  # really a 16-bit file
     result = cli("score", "--rewards", "jpeg", "--images", str(folder), "--json")
     assert result.code == 0, result.err
-    rows = {Path(r["image"]).name: r["scores"]["jpeg"]
-            for r in map(json.loads, result.out.splitlines())}
+    rows = {
+        Path(r["image"]).name: r["scores"]["jpeg"] for r in map(json.loads, result.out.splitlines())
+    }
     assert len(rows) == 5 and all(np.isfinite(list(rows.values())))
     # the same pixels in another container give the same score: converted, not mangled
     assert rows["b_gray.png"] == rows["c_gray16.png"] == rows["d_rgba.png"] == rows["a_rgb.png"]
@@ -261,8 +297,20 @@ def test_non_finite_reward_fails_the_training_run_cleanly(
 ) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
     out = tmp_path / "run"
-    result = cli("--db", db, "train", "--model", str(tiny_model), "--rewards", "jpeg,nanreward",
-                 "--prompts", "shapes-train", "--output", str(out), *TINY_TRAIN)
+    result = cli(
+        "--db",
+        db,
+        "train",
+        "--model",
+        str(tiny_model),
+        "--rewards",
+        "jpeg,nanreward",
+        "--prompts",
+        "shapes-train",
+        "--output",
+        str(out),
+        *TINY_TRAIN,
+    )
     _one_line_error(result, 1, "reward 'nanreward' returned nan")
     assert not (out / "checkpoints").exists() and not (out / "lora").exists()
     (run,) = ResultsStore(db).list_runs(kind="train")
@@ -274,8 +322,10 @@ def test_non_finite_reward_fails_the_training_run_cleanly(
     [
         ("wrongshape", ["reward 'wrongshape' returned scores of shape (3,), expected (2,)"]),
         # not a Reward subclass: the registry's contract refuses it before it is called
-        ("notareward", ["plugin 'notareward'", "is invalid",
-                        "not a subclass of nftkit.rewards.base.Reward"]),
+        (
+            "notareward",
+            ["plugin 'notareward'", "is invalid", "not a subclass of nftkit.rewards.base.Reward"],
+        ),
     ],
 )
 def test_reward_with_wrong_output(
@@ -320,14 +370,28 @@ def test_unknown_preset_suggests_the_closest(cli, tmp_path: Path) -> None:
 
 def test_missing_checkpoint_path(cli, tmp_path: Path) -> None:
     missing = tmp_path / "runs" / "never-trained"
-    _one_line_error(cli("eval", "--model", str(missing), "--suite", "shapes"), 2,
-                    "model not found", str(missing))
+    _one_line_error(
+        cli("eval", "--model", str(missing), "--suite", "shapes"),
+        2,
+        "model not found",
+        str(missing),
+    )
     result = cli("export", str(missing), "--output", str(tmp_path / "exported"))
     _one_line_error(result, 2, str(missing))
     assert not (tmp_path / "exported").exists()
     out = tmp_path / "run"
-    result = cli("train", "--model", str(missing), "--rewards", "jpeg", "--prompts",
-                 "shapes-train", "--output", str(out), *TINY_TRAIN)
+    result = cli(
+        "train",
+        "--model",
+        str(missing),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        "shapes-train",
+        "--output",
+        str(out),
+        *TINY_TRAIN,
+    )
     _one_line_error(result, 2, "model not found")
     assert not out.exists()
 
@@ -337,8 +401,20 @@ def test_unreachable_database(cli, tiny_model: Path, tmp_path: Path) -> None:
     line = _one_line_error(result, 1, "cannot open results database", "127.0.0.1:1", "***")
     assert "s3cret" not in line
     out = tmp_path / "run"
-    result = cli("--db", UNREACHABLE_PG, "train", "--model", str(tiny_model), "--rewards",
-                 "jpeg", "--prompts", "shapes-train", "--output", str(out), *TINY_TRAIN)
+    result = cli(
+        "--db",
+        UNREACHABLE_PG,
+        "train",
+        "--model",
+        str(tiny_model),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        "shapes-train",
+        "--output",
+        str(out),
+        *TINY_TRAIN,
+    )
     _one_line_error(result, 1, "cannot open results database")
     assert not out.exists()
 
@@ -352,10 +428,10 @@ def test_weights_directory_in_the_wrong_format(cli, images: Path, tmp_path: Path
     (weights / "aesthetic" / "weights.pkl").write_bytes(b"\x80\x04")
     before = _tree(tmp_path)
     for reward in ("clipscore", "aesthetic"):
-        result = cli("--weights-dir", str(weights), "score", "--rewards", reward,
-                     "--images", str(images))
-        _one_line_error(result, 1, f"weights for reward '{reward}'",
-                        str(weights / reward))
+        result = cli(
+            "--weights-dir", str(weights), "score", "--rewards", reward, "--images", str(images)
+        )
+        _one_line_error(result, 1, f"weights for reward '{reward}'", str(weights / reward))
     assert _tree(tmp_path) == before
 
 
@@ -377,8 +453,19 @@ def test_model_folder_in_the_wrong_format(cli, tiny_model: Path, tmp_path: Path)
 
 
 def _train_args(model: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", str(model), "--rewards", "jpeg", "--prompts", "shapes-train",
-            "--output", str(out), *TINY_TRAIN, *extra]
+    return [
+        "train",
+        "--model",
+        str(model),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        "shapes-train",
+        "--output",
+        str(out),
+        *TINY_TRAIN,
+        *extra,
+    ]
 
 
 def _nothing_written(cli, tmp_path: Path, args: list[str], code: int, *needles: str) -> str:
@@ -413,8 +500,16 @@ def test_set_values_are_parsed_to_the_option_type(
 
 
 def test_set_value_for_a_grpo_preset_is_checked_against_grpo_options(cli, tmp_path: Path) -> None:
-    args = ["train", "--preset", "shapes-grpo", "--output", str(tmp_path / "run"), "--quiet",
-            "--set", "beta=0.1"]
+    args = [
+        "train",
+        "--preset",
+        "shapes-grpo",
+        "--output",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--set",
+        "beta=0.1",
+    ]
     _nothing_written(cli, tmp_path, args, 2, "'beta' is an option of NFT, not of GRPO")
 
 
@@ -425,8 +520,10 @@ def test_set_value_for_a_grpo_preset_is_checked_against_grpo_options(cli, tmp_pa
         ("[nft]\nbta = 0.5\n", ["unknown NFT option 'bta'", "did you mean 'beta'"]),
         ("shift = true\n", ["shift = True: expected a float"]),
         ("[nft\nlr = 1\n", ["invalid TOML"]),
-        ('[[stages]]\nepochs = 1\nrewards = "pickscor"\nprompts = "shapes-train"\n',
-         ["unknown reward 'pickscor'", "Did you mean: pickscore"]),
+        (
+            '[[stages]]\nepochs = 1\nrewards = "pickscor"\nprompts = "shapes-train"\n',
+            ["unknown reward 'pickscor'", "Did you mean: pickscore"],
+        ),
     ],
 )
 def test_config_file_values_are_typed_and_checked(
@@ -435,11 +532,14 @@ def test_config_file_values_are_typed_and_checked(
     config = tmp_path / "run.toml"
     config.write_text(toml)
     out = tmp_path / "run"
-    _nothing_written(cli, tmp_path, _train_args(tiny_model, out, "--config", str(config)), 2,
-                     *needles)
+    _nothing_written(
+        cli, tmp_path, _train_args(tiny_model, out, "--config", str(config)), 2, *needles
+    )
 
 
-def test_unknown_reward_fails_before_the_progress_bar(cli, tiny_model: Path, tmp_path: Path) -> None:
+def test_unknown_reward_fails_before_the_progress_bar(
+    cli, tiny_model: Path, tmp_path: Path
+) -> None:
     args = [a for a in _train_args(tiny_model, tmp_path / "run") if a != "--quiet"]
     args[args.index("jpeg")] = "jpeg,pickscor"
     _nothing_written(cli, tmp_path, args, 2, "unknown reward 'pickscor'", "Did you mean: pickscore")
@@ -467,10 +567,15 @@ def offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_missing_hub_model_is_reported_before_the_prompt_download(
     cli, offline_hub: Path, tmp_path: Path
 ) -> None:
-    line = _nothing_written(cli, tmp_path, ["eval", "--model", "does/not-exist", "--suite",
-                                            "geneval"], 1,
-                            "model 'does/not-exist' is not in the Hugging Face cache",
-                            str(offline_hub / "hub"), "huggingface-cli download does/not-exist")
+    line = _nothing_written(
+        cli,
+        tmp_path,
+        ["eval", "--model", "does/not-exist", "--suite", "geneval"],
+        1,
+        "model 'does/not-exist' is not in the Hugging Face cache",
+        str(offline_hub / "hub"),
+        "huggingface-cli download does/not-exist",
+    )
     assert "prompt" not in line
     assert not (tmp_path / "nftkit-cache").exists() and not (tmp_path / "default.db").exists()
 
@@ -479,8 +584,18 @@ def test_missing_hub_model_stops_training_before_anything_loads(
     cli, offline_hub: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    args = ["train", "--model", "someone/sd3-missing", "--rewards", "jpeg", "--prompts",
-            "shapes-train", "--output", str(out), *TINY_TRAIN]
+    args = [
+        "train",
+        "--model",
+        "someone/sd3-missing",
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        "shapes-train",
+        "--output",
+        str(out),
+        *TINY_TRAIN,
+    ]
     _nothing_written(cli, tmp_path, args, 1, "'someone/sd3-missing' is not in the Hugging Face")
     assert not out.exists()
 
@@ -491,16 +606,29 @@ NO_CUDA = pytest.mark.skipif(
 
 
 @NO_CUDA
-def test_cuda_device_without_cuda_fails_first_in_train(cli, tiny_model: Path, tmp_path: Path) -> None:
+def test_cuda_device_without_cuda_fails_first_in_train(
+    cli, tiny_model: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     args = _train_args(tiny_model, out, "--device", "cuda")
     _nothing_written(cli, tmp_path, args, 2, "--device cuda: CUDA is not available", "--device cpu")
 
 
 @NO_CUDA
-def test_cuda_device_without_cuda_fails_first_in_eval(cli, tiny_model: Path, tmp_path: Path) -> None:
-    args = ["eval", "--model", str(tiny_model), "--suite", "shapes", "--device", "cuda:0",
-            "--output", str(tmp_path / "ev")]
+def test_cuda_device_without_cuda_fails_first_in_eval(
+    cli, tiny_model: Path, tmp_path: Path
+) -> None:
+    args = [
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--suite",
+        "shapes",
+        "--device",
+        "cuda:0",
+        "--output",
+        str(tmp_path / "ev"),
+    ]
     _nothing_written(cli, tmp_path, args, 2, "--device cuda:0: CUDA is not available")
 
 
@@ -524,8 +652,15 @@ def test_output_that_is_a_file(cli, tiny_model: Path, tmp_path: Path) -> None:
 def test_output_below_a_file(cli, tiny_model: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("x\n")
-    args = ["eval", "--model", str(tiny_model), "--suite", "shapes", "--output",
-            str(blocker / "sub" / "ev")]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--suite",
+        "shapes",
+        "--output",
+        str(blocker / "sub" / "ev"),
+    ]
     _nothing_written(cli, tmp_path, args, 2, f"{blocker} is a file, so the folder cannot")
 
 
@@ -541,13 +676,26 @@ def test_named_training_prompt_set_that_is_not_there(
     monkeypatch.delenv("NFTKIT_PROMPTS_DIR", raising=False)
     args = _train_args(tiny_model, tmp_path / "run")
     args[args.index("shapes-train")] = "geneval-train"
-    _nothing_written(cli, tmp_path, args, 2, "training prompt set 'geneval-train' not found",
-                     "NFTKIT_PROMPTS_DIR")
+    _nothing_written(
+        cli,
+        tmp_path,
+        args,
+        2,
+        "training prompt set 'geneval-train' not found",
+        "NFTKIT_PROMPTS_DIR",
+    )
 
 
 def test_missing_eval_prompt_file(cli, tiny_model: Path, tmp_path: Path) -> None:
-    args = ["eval", "--model", str(tiny_model), "--suite", "drawbench", "--prompts",
-            str(tmp_path / "p.txt")]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--suite",
+        "drawbench",
+        "--prompts",
+        str(tmp_path / "p.txt"),
+    ]
     _nothing_written(cli, tmp_path, args, 2, "--prompts", "p.txt: no such file or folder")
 
 
@@ -569,9 +717,15 @@ def test_bad_weight_in_a_reward_spec(cli, images: Path, tmp_path: Path) -> None:
 def test_training_folder_without_its_lora_file(cli, tmp_path: Path) -> None:
     run_dir = tmp_path / "trained"
     run_dir.mkdir()
-    (run_dir / "nftkit_model.json").write_text(json.dumps(
-        {"family": "shapes", "base": "shapes-base",
-         "lora": {"rank": 2, "alpha": 4, "targets": ["x"], "file": "lora/a.safetensors"}}))
+    (run_dir / "nftkit_model.json").write_text(
+        json.dumps(
+            {
+                "family": "shapes",
+                "base": "shapes-base",
+                "lora": {"rank": 2, "alpha": 4, "targets": ["x"], "file": "lora/a.safetensors"},
+            }
+        )
+    )
     args = ["eval", "--model", str(run_dir), "--suite", "shapes", "--limit", "1"]
     _nothing_written(cli, tmp_path, args, 1, "LoRA weights missing", "lora/a.safetensors")
 
@@ -595,16 +749,28 @@ def test_diffusers_folder_of_an_unknown_pipeline(cli, tmp_path: Path) -> None:
 def test_diffusers_folder_missing_a_component(cli, tmp_path: Path) -> None:
     folder = tmp_path / "pipe"
     (folder / "vae").mkdir(parents=True)
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "FluxPipeline", "vae": ["diffusers", "AutoencoderKL"],
-        "transformer": ["diffusers", "FluxTransformer2DModel"]}))
+    (folder / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "FluxPipeline",
+                "vae": ["diffusers", "AutoencoderKL"],
+                "transformer": ["diffusers", "FluxTransformer2DModel"],
+            }
+        )
+    )
     args = ["eval", "--model", str(folder), "--suite", "shapes", "--limit", "1"]
     _nothing_written(cli, tmp_path, args, 1, str(folder), "transformer")
 
 
 def test_serve_unknown_reward_fails_before_loading(cli, tmp_path: Path) -> None:
-    _nothing_written(cli, tmp_path, ["serve", "jpeg,pickscor", "--port", "1"], 2,
-                     "unknown reward 'pickscor'", "Did you mean: pickscore")
+    _nothing_written(
+        cli,
+        tmp_path,
+        ["serve", "jpeg,pickscor", "--port", "1"],
+        2,
+        "unknown reward 'pickscor'",
+        "Did you mean: pickscore",
+    )
 
 
 def test_preset_of_the_other_algorithm(cli, tmp_path: Path) -> None:
@@ -629,8 +795,13 @@ def test_zero_steps(cli, tiny_model: Path, tmp_path: Path) -> None:
 
 
 def test_eval_without_model_or_images(cli, tmp_path: Path) -> None:
-    _nothing_written(cli, tmp_path, ["eval", "--suite", "shapes"], 2,
-                     "give --model MODEL to generate images, or --images DIR")
+    _nothing_written(
+        cli,
+        tmp_path,
+        ["eval", "--suite", "shapes"],
+        2,
+        "give --model MODEL to generate images, or --images DIR",
+    )
 
 
 def test_eval_guidance_scale_zero(cli, tiny_model: Path, tmp_path: Path) -> None:
@@ -658,8 +829,10 @@ def test_resume_with_every_checkpoint_damaged_is_an_error_not_a_restart(
 
 @pytest.mark.parametrize(
     ("failure", "needles"),
-    [("missing", ["not on the hub", "no such repository"]),
-     ("network", ["the hub cannot be reached", "ConnectionError", "huggingface-cli download"])],
+    [
+        ("missing", ["not on the hub", "no such repository"]),
+        ("network", ["the hub cannot be reached", "ConnectionError", "huggingface-cli download"]),
+    ],
 )
 def test_uncached_hub_model_online_is_looked_up_before_any_download(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str, needles: list[str]
@@ -687,5 +860,11 @@ def test_uncached_hub_model_online_is_looked_up_before_any_download(
     monkeypatch.setenv("NFTKIT_CACHE", str(tmp_path / "nftkit-cache"))
     monkeypatch.setattr(validation, "hub_model_info", lookup)
     monkeypatch.setattr(urllib.request, "urlopen", no_download)
-    _nothing_written(cli, tmp_path, ["eval", "--model", "does/not-exist", "--suite", "geneval"],
-                     1, "model 'does/not-exist'", *needles)
+    _nothing_written(
+        cli,
+        tmp_path,
+        ["eval", "--model", "does/not-exist", "--suite", "geneval"],
+        1,
+        "model 'does/not-exist'",
+        *needles,
+    )

@@ -32,13 +32,20 @@ def _writer(url: str, worker: int, barrier: Any, queue: Any) -> None:
         with ResultsStore(url) as store:
             ids = []
             for r in range(RUNS_PER_WRITER):
-                rid = store.start_run("eval", f"model-{worker}", {"worker": worker, "run": r},
-                                      suite="concurrent")
+                rid = store.start_run(
+                    "eval", f"model-{worker}", {"worker": worker, "run": r}, suite="concurrent"
+                )
                 for b in range(BATCHES_PER_RUN):
-                    rows = [{"prompt_id": f"p{b:02d}", "sample_index": i, "seed": i,
-                             "prompt": f"prompt {worker} {r} {b}",
-                             "scores": {"x": worker + i / 100}}
-                            for i in range(SAMPLES_PER_BATCH)]
+                    rows = [
+                        {
+                            "prompt_id": f"p{b:02d}",
+                            "sample_index": i,
+                            "seed": i,
+                            "prompt": f"prompt {worker} {r} {b}",
+                            "scores": {"x": worker + i / 100},
+                        }
+                        for i in range(SAMPLES_PER_BATCH)
+                    ]
                     store.add_samples(rid, "concurrent", rows)
                     store.log_metrics(rid, "concurrent", {"running": float(b)}, step=b)
                 store.log_metrics(rid, "concurrent", {"overall": float(worker)})

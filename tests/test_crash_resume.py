@@ -31,11 +31,37 @@ from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
 
 # 3 epochs of 8 samples, train batch 4: 2 optimizer steps per epoch, a checkpoint every epoch
 # (the preset states 16 samples per step, so the smaller epoch states its own 4).
-SHAPES_NFT = ["--steps", "3", "--checkpoint-every", "1", "--quiet", "--set", "samples_per_step=4",
-              "--set", "prompts_per_epoch=2", "--set", "group_size=4", "--set", "num_steps=3",
-              "--set", "sample_batch_size=8", "--set", "train_batch_size=4",
-              "--set", "max_train_timesteps=1", "--set", "lora_rank=2", "--set", "lora_alpha=4",
-              "--set", "lr=0.01", "--set", "seed=7", "--set", "policy.autocast_dtype=null"]
+SHAPES_NFT = [
+    "--steps",
+    "3",
+    "--checkpoint-every",
+    "1",
+    "--quiet",
+    "--set",
+    "samples_per_step=4",
+    "--set",
+    "prompts_per_epoch=2",
+    "--set",
+    "group_size=4",
+    "--set",
+    "num_steps=3",
+    "--set",
+    "sample_batch_size=8",
+    "--set",
+    "train_batch_size=4",
+    "--set",
+    "max_train_timesteps=1",
+    "--set",
+    "lora_rank=2",
+    "--set",
+    "lora_alpha=4",
+    "--set",
+    "lr=0.01",
+    "--set",
+    "seed=7",
+    "--set",
+    "policy.autocast_dtype=null",
+]
 SD3_NFT = ["--steps", "2", "--checkpoint-every", "1", "--quiet", *TINY_NFT]
 STATE_FILES = ("adapter_default", "adapter_old", "ema", "optimizer")
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -44,19 +70,18 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def shapes_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random shapes model (the preset's reward and prompts, a seconds-fast network)."""
-    return write_tiny_shapes_model(tmp_path_factory.mktemp("crash-shapes"),
-                                   tiny_shapes_config(16), seed=2)
+    return write_tiny_shapes_model(
+        tmp_path_factory.mktemp("crash-shapes"), tiny_shapes_config(16), seed=2
+    )
 
 
 def _shapes_args(model: Path, out: Path) -> list[str]:
-    return ["train", "--preset", "shapes", "--model", str(model), "--output", str(out),
-            *SHAPES_NFT]
+    return ["train", "--preset", "shapes", "--model", str(model), "--output", str(out), *SHAPES_NFT]
 
 
 def _train(db: Path, args: list[str], fault: str | None = None, resume: bool = False) -> tuple:
     env = {**ONE_THREAD, FAULT_ENV: fault or ""}
-    result = run_cli("--db", f"sqlite:///{db}", *args, *(["--resume"] if resume else []),
-                     env=env)
+    result = run_cli("--db", f"sqlite:///{db}", *args, *(["--resume"] if resume else []), env=env)
     return result.returncode, result.stdout, result.stderr
 
 
@@ -127,12 +152,17 @@ def shapes_straight(shapes_model: Path, tmp_path_factory: pytest.TempPathFactory
     ],
 )
 def test_shapes_preset_killed_run_resumes_to_the_same_weights(
-    shapes_model: Path, shapes_straight: Path, tmp_path: Path, fault: str, survivor: str,
+    shapes_model: Path,
+    shapes_straight: Path,
+    tmp_path: Path,
+    fault: str,
+    survivor: str,
     leftover: bool,
 ) -> None:
     out = tmp_path / "out"
-    _kill_and_resume(tmp_path / "r.db", _shapes_args(shapes_model, out), out, fault, survivor,
-                     leftover)
+    _kill_and_resume(
+        tmp_path / "r.db", _shapes_args(shapes_model, out), out, fault, survivor, leftover
+    )
     _assert_same_state(shapes_straight, out)
 
 
@@ -142,8 +172,18 @@ def sd3_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model = save_tiny_sd3(root / "tiny")
     prompts = write_prompts(root)
     out = root / "straight"
-    args = ["train", "--model", str(model), "--rewards", "jpeg", "--prompts", str(prompts),
-            "--output", str(out), *SD3_NFT]
+    args = [
+        "train",
+        "--model",
+        str(model),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        str(prompts),
+        "--output",
+        str(out),
+        *SD3_NFT,
+    ]
     code, _, stderr = _train(root / "r.db", args)
     assert code == 0, stderr[-2000:]
     return {"model": model, "prompts": prompts, "straight": out}
@@ -152,8 +192,12 @@ def sd3_setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize(
     ("fault", "survivor", "leftover"),
     [
-        pytest.param("after-step:3", "step-0000001", False,  # in epoch 2, between checkpoints
-                     marks=pytest.mark.slow),
+        pytest.param(
+            "after-step:3",
+            "step-0000001",
+            False,  # in epoch 2, between checkpoints
+            marks=pytest.mark.slow,
+        ),
         pytest.param("mid-checkpoint:2", "step-0000001", True, marks=pytest.mark.slow),
     ],
 )
@@ -161,18 +205,37 @@ def test_tiny_sd3_killed_run_resumes_to_the_same_weights(
     sd3_setup: dict[str, Path], tmp_path: Path, fault: str, survivor: str, leftover: bool
 ) -> None:
     out = tmp_path / "out"
-    args = ["train", "--model", str(sd3_setup["model"]), "--rewards", "jpeg", "--prompts",
-            str(sd3_setup["prompts"]), "--output", str(out), *SD3_NFT]
+    args = [
+        "train",
+        "--model",
+        str(sd3_setup["model"]),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        str(sd3_setup["prompts"]),
+        "--output",
+        str(out),
+        *SD3_NFT,
+    ]
     _kill_and_resume(tmp_path / "r.db", args, out, fault, survivor, leftover)
     _assert_same_state(sd3_setup["straight"], out)
 
 
-@pytest.mark.parametrize(("spec", "killed"), [("after-step:2", True), ("after-step:3", False),
-                                             ("mid-checkpoint:2", False), ("", False)])
+@pytest.mark.parametrize(
+    ("spec", "killed"),
+    [("after-step:2", True), ("after-step:3", False), ("mid-checkpoint:2", False), ("", False)],
+)
 def test_fault_hook_kills_only_at_its_point(spec: str, killed: bool) -> None:
-    code = "from nftkit.train.faults import fault_point; fault_point('after-step', 2); print('alive')"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, FAULT_ENV: spec}, timeout=60)
+    code = (
+        "from nftkit.train.faults import fault_point; fault_point('after-step', 2); print('alive')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, FAULT_ENV: spec},
+        timeout=60,
+    )
     assert result.returncode == (-signal.SIGKILL if killed else 0)
     assert (result.stdout.strip() == "alive") != killed
 
@@ -186,5 +249,8 @@ def test_stale_temporaries_are_removed_and_same_step_kept(tmp_path: Path) -> Non
     again = ckpt.save_checkpoint(tmp_path, 1, {"t": {"x": torch.zeros(2)}}, {"s": {"v": 2}})
     assert again == first and ckpt.load_json(first, "s") == {"v": 1}  # kept, not rewritten
     assert not stale.exists()
-    assert sorted(p.name for p in first.iterdir()) == [ckpt.COMPLETE_MARKER, "s.json",
-                                                        "t.safetensors"]
+    assert sorted(p.name for p in first.iterdir()) == [
+        ckpt.COMPLETE_MARKER,
+        "s.json",
+        "t.safetensors",
+    ]

@@ -34,10 +34,13 @@ def tile_of(body: dict) -> int:
 def responder(body: dict) -> Reply:
     q, t = question_of(body), tile_of(body)
     answers = {
-        "Is there a cat?": "yes", "Is the cat black?": "no",
-        "Is there a dog?": "no" if t == 3 else "yes", "Is the dog brown?": "Yes.",
+        "Is there a cat?": "yes",
+        "Is the cat black?": "no",
+        "Is there a dog?": "no" if t == 3 else "yes",
+        "Is the dog brown?": "Yes.",
         "Is it sunny?": "yes" if t < 2 else "no",
-        "Is there a car?": "yes", "Is the car on the road?": "yes" if t == 0 else "yes, it is",
+        "Is there a car?": "yes",
+        "Is the car on the road?": "yes" if t == 0 else "yes, it is",
     }
     return Reply(answers[q])
 
@@ -65,7 +68,10 @@ def test_csv_reading_and_the_first_row_quirk(tmp_path: Path) -> None:
 def test_dependency_rule_and_answer_match() -> None:
     raw = {1: 0.0, 2: 1.0, 3: 1.0}
     assert apply_dependencies(raw, {1: (0,), 2: (1,), 3: (2,)}, strict=True) == {
-        1: 0.0, 2: 0.0, 3: 1.0}  # on raw answers: 3's parent 2 answered yes
+        1: 0.0,
+        2: 0.0,
+        3: 1.0,
+    }  # on raw answers: 3's parent 2 answered yes
     with pytest.raises(KeyError):
         apply_dependencies({2: 1.0}, {2: (1,)}, strict=True)
     assert apply_dependencies({2: 1.0}, {2: (1,)}, strict=False) == {2: 1.0}

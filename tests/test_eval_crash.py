@@ -25,16 +25,37 @@ from nftkit.results.store import ResultsStore
 from nftkit.train.faults import FAULT_ENV, POINTS
 from tests.conftest import run_cli
 
-EVAL_ARGS = ["eval", "--model", "shapes-base", "--suite", "shapes", "--limit", "3",
-             "--n-samples", "2", "--steps", "2", "--batch-size", "2", "--json"]
+EVAL_ARGS = [
+    "eval",
+    "--model",
+    "shapes-base",
+    "--suite",
+    "shapes",
+    "--limit",
+    "3",
+    "--n-samples",
+    "2",
+    "--steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--json",
+]
 N_IMAGES = 6
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TEMP_NAME = re.compile(r"\.\d{4}\.png\.\d+\.tmp")
 
 
 def _eval(db: Path, out: Path, fault: str | None = None) -> tuple[int, str, str]:
-    result = run_cli("--db", f"sqlite:///{db}", *EVAL_ARGS, "--output", str(out),
-                     env={**ONE_THREAD, FAULT_ENV: fault or ""}, timeout=180)
+    result = run_cli(
+        "--db",
+        f"sqlite:///{db}",
+        *EVAL_ARGS,
+        "--output",
+        str(out),
+        env={**ONE_THREAD, FAULT_ENV: fault or ""},
+        timeout=180,
+    )
     return result.returncode, result.stdout, result.stderr
 
 
@@ -52,8 +73,10 @@ def _temporaries(out: Path) -> list[Path]:
 
 def _rows(db: Path) -> list[tuple[Any, ...]]:
     (run,) = _store(db).list_runs(kind="eval")
-    return [(s.prompt_id, s.sample_index, s.seed, json.dumps(s.scores, sort_keys=True),
-             s.correct) for s in _store(db).samples(run.id)]
+    return [
+        (s.prompt_id, s.sample_index, s.seed, json.dumps(s.scores, sort_keys=True), s.correct)
+        for s in _store(db).samples(run.id)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +87,11 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert code == 0, stderr[-2000:]
     rows = _rows(root / "r.db")
     assert len(rows) == N_IMAGES
-    return {"metrics": json.loads(stdout.strip().splitlines()[-1])["metrics"], "rows": rows,
-            "pngs": {name: p.read_bytes() for name, p in _pngs(root / "out").items()}}
+    return {
+        "metrics": json.loads(stdout.strip().splitlines()[-1])["metrics"],
+        "rows": rows,
+        "pngs": {name: p.read_bytes() for name, p in _pngs(root / "out").items()},
+    }
 
 
 def _kill(db: Path, out: Path, fault: str) -> tuple[str, list[tuple[Any, ...]]]:
@@ -89,8 +115,9 @@ def _kill(db: Path, out: Path, fault: str) -> tuple[str, list[tuple[Any, ...]]]:
     return run.id, rows
 
 
-def _finish(db: Path, out: Path, run_id: str, straight: dict[str, Any],
-            kept: dict[str, tuple[int, int]]) -> None:
+def _finish(
+    db: Path, out: Path, run_id: str, straight: dict[str, Any], kept: dict[str, tuple[int, int]]
+) -> None:
     """Rerun to the end and compare with the uninterrupted evaluation."""
     code, stdout, stderr = _eval(db, out)
     assert code == 0, stderr[-2000:]
@@ -139,17 +166,23 @@ def test_repeatedly_killed_eval_resumes_to_the_uninterrupted_result(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("fault", "n_rows", "n_pngs"), [
-    ("eval-mid-png:2", (0,), 1),  # second image of batch 1 not yet renamed
-    ("eval-after-png:2", (0, 2), 4),  # batch 2 saved, not queued for scoring
-    ("mid-add-samples:2", (2,), None),  # inside batch 2's transaction
-    ("eval-after-batch:2", (4,), None),
-    ("mid-add-samples:3", (4,), N_IMAGES),  # inside the last batch's transaction
-    ("eval-after-batch:3", (N_IMAGES,), N_IMAGES),  # all rows, results.jsonl not written
-    (f"eval-before-finish:{N_IMAGES}", (N_IMAGES,), N_IMAGES),
-])
+@pytest.mark.parametrize(
+    ("fault", "n_rows", "n_pngs"),
+    [
+        ("eval-mid-png:2", (0,), 1),  # second image of batch 1 not yet renamed
+        ("eval-after-png:2", (0, 2), 4),  # batch 2 saved, not queued for scoring
+        ("mid-add-samples:2", (2,), None),  # inside batch 2's transaction
+        ("eval-after-batch:2", (4,), None),
+        ("mid-add-samples:3", (4,), N_IMAGES),  # inside the last batch's transaction
+        ("eval-after-batch:3", (N_IMAGES,), N_IMAGES),  # all rows, results.jsonl not written
+        (f"eval-before-finish:{N_IMAGES}", (N_IMAGES,), N_IMAGES),
+    ],
+)
 def test_eval_killed_at_each_point_resumes_to_the_uninterrupted_result(
-    straight: dict[str, Any], tmp_path: Path, fault: str, n_rows: tuple[int, ...],
+    straight: dict[str, Any],
+    tmp_path: Path,
+    fault: str,
+    n_rows: tuple[int, ...],
     n_pngs: int | None,
 ) -> None:
     db, out = tmp_path / "r.db", tmp_path / "out"
@@ -164,9 +197,15 @@ def test_eval_killed_at_each_point_resumes_to_the_uninterrupted_result(
 def test_every_eval_fault_point_is_registered() -> None:
     package = Path(__file__).resolve().parents[1] / "nftkit"
     source = "".join(
-        f.read_text() for f in [*(package / "eval").glob("*.py"), *(package / "results").glob("*.py")]
+        f.read_text()
+        for f in [*(package / "eval").glob("*.py"), *(package / "results").glob("*.py")]
     )
     used = set(re.findall(r'fault_point\("([a-z-]+)"', source))
-    assert used == {"eval-mid-png", "eval-after-png", "mid-add-samples", "eval-after-batch",
-                    "eval-before-finish"}
+    assert used == {
+        "eval-mid-png",
+        "eval-after-png",
+        "mid-add-samples",
+        "eval-after-batch",
+        "eval-before-finish",
+    }
     assert used <= set(POINTS)

@@ -45,8 +45,9 @@ def test_each_stage_imports_only_earlier_stages() -> None:
 
 def test_the_checker_sees_a_backward_import(tmp_path: Path) -> None:
     module = tmp_path / "specs.py"
-    module.write_text("def f():\n    from nftkit.eval.report import EvalReport\n"
-                      "from nftkit.eval import api\n")
+    module.write_text(
+        "def f():\n    from nftkit.eval.report import EvalReport\nfrom nftkit.eval import api\n"
+    )
     assert _eval_imports(module) == {"report", "api"}
 
 

@@ -49,8 +49,9 @@ def test_killed_eval_resumes_to_the_same_metrics_without_duplicates(
 ) -> None:
     store = ResultsStore(tmp_path / "r.db")
     settings = EvalSettings(steps=2, solver="euler", batch_size=2, limit=3)  # 6 images, 3 batches
-    straight = run_evaluation(policy, geneval(), "tiny", settings, store,
-                              output_dir=tmp_path / "straight")
+    straight = run_evaluation(
+        policy, geneval(), "tiny", settings, store, output_dir=tmp_path / "straight"
+    )
 
     def crash_after_two_batches(done: int, total: int) -> None:
         if done >= 4:
@@ -58,8 +59,15 @@ def test_killed_eval_resumes_to_the_same_metrics_without_duplicates(
 
     killed_dir = tmp_path / "killed"
     with pytest.raises(Killed):
-        run_evaluation(policy, geneval(), "tiny", settings, store, output_dir=killed_dir,
-                       progress=crash_after_two_batches)
+        run_evaluation(
+            policy,
+            geneval(),
+            "tiny",
+            settings,
+            store,
+            output_dir=killed_dir,
+            progress=crash_after_two_batches,
+        )
     failed = [r for r in store.list_runs("eval") if r.output_dir == str(killed_dir)]
     assert [r.status for r in failed] == ["failed"]
     assert len(store.samples(failed[0].id)) == 4
@@ -77,7 +85,8 @@ def test_killed_eval_resumes_to_the_same_metrics_without_duplicates(
     samples = store.samples(resumed.run_id)
     assert len(samples) == 6 == len({(s.prompt_id, s.sample_index) for s in samples})
     assert [r.status for r in store.list_runs("eval") if r.output_dir == str(killed_dir)] == [
-        "finished"]
+        "finished"
+    ]
     lines = (killed_dir / "results.jsonl").read_text().splitlines()
     assert len(lines) == 6 == len({json.loads(x)["filename"] for x in lines})
 
@@ -90,13 +99,25 @@ def test_killed_eval_resumes_to_the_same_metrics_without_duplicates(
 def test_changed_settings_start_a_new_run(policy: SD3Policy, geneval: Any, tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
     out = tmp_path / "out"
-    first = run_evaluation(policy, geneval(), "tiny", EvalSettings(steps=2, limit=1), store,
-                           output_dir=out)
-    other = run_evaluation(policy, geneval(), "tiny", EvalSettings(steps=2, limit=1, seed=9),
-                           store, output_dir=tmp_path / "out2")
-    same_batch = run_evaluation(policy, geneval(), "tiny",
-                                EvalSettings(steps=2, limit=1, batch_size=1), store,
-                                output_dir=out)
+    first = run_evaluation(
+        policy, geneval(), "tiny", EvalSettings(steps=2, limit=1), store, output_dir=out
+    )
+    other = run_evaluation(
+        policy,
+        geneval(),
+        "tiny",
+        EvalSettings(steps=2, limit=1, seed=9),
+        store,
+        output_dir=tmp_path / "out2",
+    )
+    same_batch = run_evaluation(
+        policy,
+        geneval(),
+        "tiny",
+        EvalSettings(steps=2, limit=1, batch_size=1),
+        store,
+        output_dir=out,
+    )
     assert other.run_id != first.run_id
     assert same_batch.run_id == first.run_id  # the batch size does not change results
 
@@ -132,8 +153,10 @@ def test_lora_folder_needs_base_and_reproduces_the_adapter(tiny_sd3: Path, tmp_p
                 param.normal_(0, 0.05)
     lora = tmp_path / "lora"
     lora.mkdir()
-    save_file(lora_state_dict_for_diffusers(tuned.model, "default"),
-              str(lora / "pytorch_lora_weights.safetensors"))
+    save_file(
+        lora_state_dict_for_diffusers(tuned.model, "default"),
+        str(lora / "pytorch_lora_weights.safetensors"),
+    )
     with pytest.raises(UsageError, match="pass --base"):
         load_policy(lora)
     loaded = load_policy(lora, base=str(tiny_sd3))
@@ -151,8 +174,9 @@ def test_lora_folder_needs_base_and_reproduces_the_adapter(tiny_sd3: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_two_processes_share_one_run(tiny_sd3: Path, tiny_weights: Path, shared_data: Path,
-                                     tmp_path: Path) -> None:
+def test_two_processes_share_one_run(
+    tiny_sd3: Path, tiny_weights: Path, shared_data: Path, tmp_path: Path
+) -> None:
     import socket
     import subprocess
     import sys
@@ -161,14 +185,47 @@ def test_two_processes_share_one_run(tiny_sd3: Path, tiny_weights: Path, shared_
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    args = ["--db", db, "--weights-dir", str(tiny_weights), "eval", "--model", str(tiny_sd3),
-            "--suite", "geneval", "--prompts", str(shared_data / "geneval/evaluation_metadata.jsonl"),
-            "--limit", "3", "--n-samples", "2", "--steps", "2", "--json"]
+    args = [
+        "--db",
+        db,
+        "--weights-dir",
+        str(tiny_weights),
+        "eval",
+        "--model",
+        str(tiny_sd3),
+        "--suite",
+        "geneval",
+        "--prompts",
+        str(shared_data / "geneval/evaluation_metadata.jsonl"),
+        "--limit",
+        "3",
+        "--n-samples",
+        "2",
+        "--steps",
+        "2",
+        "--json",
+    ]
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(port), "-m", "nftkit", *args, "--output", str(tmp_path / "two")],
-        capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            "-m",
+            "nftkit",
+            *args,
+            "--output",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert launched.returncode == 0, launched.stderr[-2000:]
     reports = [json.loads(x) for x in launched.stdout.splitlines() if x.startswith("{")]
     assert len(reports) == 1  # only the main process prints
@@ -176,8 +233,14 @@ def test_two_processes_share_one_run(tiny_sd3: Path, tiny_weights: Path, shared_
     samples = store.samples(reports[0]["run_id"])
     assert len(samples) == 6 == len({(s.prompt_id, s.sample_index) for s in samples})
     assert store.get_run(reports[0]["run_id"]).status == "finished"
-    single = subprocess.run([sys.executable, "-m", "nftkit", *args], capture_output=True,
-                            text=True, timeout=300, env=env)
+    single = subprocess.run(
+        [sys.executable, "-m", "nftkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     assert json.loads(single.stdout.splitlines()[-1])["metrics"] == pytest.approx(
-        reports[0]["metrics"])
+        reports[0]["metrics"]
+    )

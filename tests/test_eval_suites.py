@@ -43,8 +43,12 @@ def env(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path, shared_dat
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NFTKIT_WEIGHTS_DIR", str(tiny_weights))
         mp.setenv("NFTKIT_CACHE", str(root / "cache"))
-        yield {"root": root, "model": model, "db": f"sqlite:///{root / 'r.db'}",
-               "data": shared_data}
+        yield {
+            "root": root,
+            "model": model,
+            "db": f"sqlite:///{root / 'r.db'}",
+            "data": shared_data,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +56,42 @@ def runs(env: Any) -> dict[str, dict[str, Any]]:
     out = {}
     for suite, (rel, extra) in SUITES.items():
         output = env["root"] / f"out-{suite}"
-        result = invoke("--db", env["db"], "eval", "--model", str(env["model"]), "--suite", suite,
-                        "--prompts", str(env["data"] / rel), "--limit", str(N_PROMPTS),
-                        "--n-samples", str(N_SAMPLES), "--steps", "2", "--batch-size", "3",
-                        "--output", str(output), "--json", *extra)
-        out[suite] = {"report": json.loads(result.stdout.strip().splitlines()[-1]),
-                      "output": output}
+        result = invoke(
+            "--db",
+            env["db"],
+            "eval",
+            "--model",
+            str(env["model"]),
+            "--suite",
+            suite,
+            "--prompts",
+            str(env["data"] / rel),
+            "--limit",
+            str(N_PROMPTS),
+            "--n-samples",
+            str(N_SAMPLES),
+            "--steps",
+            "2",
+            "--batch-size",
+            "3",
+            "--output",
+            str(output),
+            "--json",
+            *extra,
+        )
+        out[suite] = {
+            "report": json.loads(result.stdout.strip().splitlines()[-1]),
+            "output": output,
+        }
     return out
 
 
 def _rows(env: Any, suite: str, run_id: str) -> tuple[Any, list[dict[str, Any]]]:
     store = ResultsStore(env["db"])
-    evaluator = evaluator_class(suite)(prompts_path=env["data"] / SUITES[suite][0],
-                                       **({"rewards": "pickscore,clipscore"}
-                                          if suite == "pickscore" else {}))
+    evaluator = evaluator_class(suite)(
+        prompts_path=env["data"] / SUITES[suite][0],
+        **({"rewards": "pickscore,clipscore"} if suite == "pickscore" else {}),
+    )
     return evaluator, [record_to_row(r, evaluator) for r in store.samples(run_id)]
 
 
@@ -83,7 +109,9 @@ def test_layout_rows_and_summary_recomputed(env: Any, runs: dict, suite: str) ->
         assert [json.loads(m) for m in meta] == [evaluator.prompt_line(spec)]
         assert json.loads(meta[0])["prompt"] == spec.text
         assert sorted(p.name for p in (output / f"{i:05d}" / "samples").iterdir()) == [
-            "0000.png", "0001.png"]
+            "0000.png",
+            "0001.png",
+        ]
     # one row per image, no duplicates, seeds per (prompt, sample)
     keys = [(r["prompt_id"], r["sample_index"]) for r in rows]
     assert sorted(keys) == [(f"{i:05d}", k) for i in range(N_PROMPTS) for k in range(N_SAMPLES)]
@@ -103,8 +131,15 @@ def test_geneval_result_lines_are_official_format(env: Any, runs: dict) -> None:
     output, report = runs["geneval"]["output"], runs["geneval"]["report"]
     lines = [json.loads(x) for x in (output / "results.jsonl").read_text().splitlines()]
     for line in lines:
-        assert list(line) == ["filename", "tag", "prompt", "correct", "reason", "metadata",
-                              "details"]
+        assert list(line) == [
+            "filename",
+            "tag",
+            "prompt",
+            "correct",
+            "reason",
+            "metadata",
+            "details",
+        ]
         meta = json.loads(line["metadata"])
         assert meta["prompt"] == line["prompt"] and meta["tag"] == line["tag"]
         # details is a JSON string, as evaluate_images.py writes it (json.dumps)
@@ -121,15 +156,30 @@ def test_geneval_result_lines_are_official_format(env: Any, runs: dict) -> None:
 
 def test_reward_set_suites_have_their_rewards(runs: dict) -> None:
     assert set(runs["drawbench"]["report"]["metrics"]) == {
-        "imagereward", "pickscore", "aesthetic", "clipscore", "hpsv2"}
+        "imagereward",
+        "pickscore",
+        "aesthetic",
+        "clipscore",
+        "hpsv2",
+    }
     assert set(runs["pickscore"]["report"]["metrics"]) == {"pickscore", "clipscore"}
     assert set(runs["ocr"]["report"]["metrics"]) == {"overall", "exact_match"}
 
 
 def test_images_mode_scores_the_same(env: Any, runs: dict) -> None:
     gen = runs["geneval"]
-    result = invoke("--db", env["db"], "eval", "--images", str(gen["output"]), "--suite",
-                    "geneval", "--model", "imported", "--json")
+    result = invoke(
+        "--db",
+        env["db"],
+        "eval",
+        "--images",
+        str(gen["output"]),
+        "--suite",
+        "geneval",
+        "--model",
+        "imported",
+        "--json",
+    )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["model"] == "imported" and report["run_id"] != gen["report"]["run_id"]
     assert report["n_images"] == gen["report"]["n_images"]
@@ -138,19 +188,39 @@ def test_images_mode_scores_the_same(env: Any, runs: dict) -> None:
     ocr_out = runs["ocr"]["output"]
     manifest = env["root"] / "manifest.jsonl"
     specs = [json.loads((ocr_out / f"{i:05d}/metadata.jsonl").read_text()) for i in range(2)]
-    manifest.write_text("".join(
-        json.dumps({"image": str(ocr_out / f"{i:05d}/samples/{k:04d}.png"),
-                    "prompt": specs[i]["prompt"]}) + "\n"
-        for i in range(2) for k in range(2)))
-    result = invoke("--db", env["db"], "eval", "--images", str(manifest), "--suite", "ocr",
-                    "--json")
+    manifest.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "image": str(ocr_out / f"{i:05d}/samples/{k:04d}.png"),
+                    "prompt": specs[i]["prompt"],
+                }
+            )
+            + "\n"
+            for i in range(2)
+            for k in range(2)
+        )
+    )
+    result = invoke(
+        "--db", env["db"], "eval", "--images", str(manifest), "--suite", "ocr", "--json"
+    )
     assert json.loads(result.stdout.strip().splitlines()[-1])["metrics"] == pytest.approx(
-        runs["ocr"]["report"]["metrics"])
+        runs["ocr"]["report"]["metrics"]
+    )
 
 
 def test_leaderboard_per_task_columns_and_plot(env: Any, runs: dict) -> None:
-    result = invoke("--db", env["db"], "leaderboard", "--suite", "geneval", "--format", "csv",
-                    "--plot", str(env["root"] / "board.png"))
+    result = invoke(
+        "--db",
+        env["db"],
+        "leaderboard",
+        "--suite",
+        "geneval",
+        "--format",
+        "csv",
+        "--plot",
+        str(env["root"] / "board.png"),
+    )
     header = result.stdout.splitlines()[0].split(",")
     assert header[:3] == ["suite", "model", "overall"]
     assert {"single_object", "image_mean", "strict_mean", "partial_mean"} <= set(header)
@@ -168,6 +238,6 @@ def test_report_is_self_contained(env: Any, runs: dict) -> None:
     invoke("--db", env["db"], "report", run_id[:8], "--output", str(page_path))
     page = page_path.read_text()
     assert page.count('src="data:image/png;base64,') == N_PROMPTS * N_SAMPLES
-    assert "src=\"http" not in page and "<link" not in page
+    assert 'src="http' not in page and "<link" not in page
     assert "a photo of a bench" in page and "overall" in page
     assert page.count("expected ") >= 1 or "correct" in page  # verdicts with reasons

@@ -16,10 +16,28 @@ from nftkit.policies.loading import describe_model, load_policy
 from nftkit.policies.sana import SanaPolicy
 
 PROMPTS = ["a red cube", "two dogs on a green sofa", 'a sign that says "hello"', "a blue car"]
-TINY_NFT = ["--set", "prompts_per_epoch=2", "--set", "group_size=4", "--set", "num_steps=3",
-            "--set", "sample_batch_size=8", "--set", "train_batch_size=4",
-            "--set", "max_train_timesteps=2", "--set", "lora_rank=4", "--set", "lora_alpha=8",
-            "--set", "lr=0.01", "--set", "seed=5"]
+TINY_NFT = [
+    "--set",
+    "prompts_per_epoch=2",
+    "--set",
+    "group_size=4",
+    "--set",
+    "num_steps=3",
+    "--set",
+    "sample_batch_size=8",
+    "--set",
+    "train_batch_size=4",
+    "--set",
+    "max_train_timesteps=2",
+    "--set",
+    "lora_rank=4",
+    "--set",
+    "lora_alpha=8",
+    "--set",
+    "lr=0.01",
+    "--set",
+    "seed=5",
+]
 
 
 def invoke(*args: str) -> Any:
@@ -46,10 +64,13 @@ def policy(root: Path) -> SanaPolicy:
 @torch.no_grad()
 def _pipeline_velocity(pipe: Any, x: torch.Tensor, sigma: float, cond: dict) -> Any:
     """The transformer called as SanaPipeline calls it (integer timestep = int(1000 sigma))."""
-    return pipe.transformer(x, encoder_hidden_states=cond["prompt_embeds"],
-                            encoder_attention_mask=cond["prompt_attention_mask"],
-                            timestep=torch.tensor([float(int(1000 * sigma))]),
-                            return_dict=False)[0]
+    return pipe.transformer(
+        x,
+        encoder_hidden_states=cond["prompt_embeds"],
+        encoder_attention_mask=cond["prompt_attention_mask"],
+        timestep=torch.tensor([float(int(1000 * sigma))]),
+        return_dict=False,
+    )[0]
 
 
 def test_resolves_and_grid_is_the_flow_shift_formula(root: Path, policy: SanaPolicy) -> None:
@@ -65,12 +86,24 @@ def test_resolves_and_grid_is_the_flow_shift_formula(root: Path, policy: SanaPol
 @pytest.mark.parametrize("steps", [1, 2])
 def test_sampler_matches_sana_pipeline(policy: SanaPolicy, steps: int) -> None:
     pipe = policy.pipeline
-    theirs = pipe(prompt=PROMPTS[:2], height=32, width=32, num_inference_steps=steps,
-                  guidance_scale=1.0, generator=torch.Generator().manual_seed(7),
-                  output_type="latent", max_sequence_length=policy.max_sequence_length,
-                  use_resolution_binning=False).images
-    ours = policy.sample(PROMPTS[:2], generator=torch.Generator().manual_seed(7), steps=steps,
-                         adapter=None, return_latents=True)
+    theirs = pipe(
+        prompt=PROMPTS[:2],
+        height=32,
+        width=32,
+        num_inference_steps=steps,
+        guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(7),
+        output_type="latent",
+        max_sequence_length=policy.max_sequence_length,
+        use_resolution_binning=False,
+    ).images
+    ours = policy.sample(
+        PROMPTS[:2],
+        generator=torch.Generator().manual_seed(7),
+        steps=steps,
+        adapter=None,
+        return_latents=True,
+    )
     assert theirs.abs().mean() > 0.1
     assert torch.allclose(ours, theirs, atol=1e-5)
 
@@ -89,15 +122,28 @@ def test_train_export_and_reload_through_diffusers(root: Path) -> None:
     from diffusers import SanaPipeline
 
     run = root / "nft"
-    result = invoke("--db", f"sqlite:///{root / 'r.db'}", "train", "--model", str(root / "tiny"),
-                    "--rewards", "jpeg", "--prompts", str(root / "prompts.txt"), "--output",
-                    str(run), "--steps", "1", "--quiet", *TINY_NFT)
+    result = invoke(
+        "--db",
+        f"sqlite:///{root / 'r.db'}",
+        "train",
+        "--model",
+        str(root / "tiny"),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        str(root / "prompts.txt"),
+        "--output",
+        str(run),
+        "--steps",
+        "1",
+        "--quiet",
+        *TINY_NFT,
+    )
     assert json.loads(result.stdout.strip().splitlines()[-1])["optimizer_steps"] == 2
     tuned = load_policy(run)
     cond = tuned.encode_prompts(["a red cube"])
     x = torch.randn(1, *tuned.latent_shape, generator=torch.Generator().manual_seed(1))
-    v_tuned = tuned.velocity(x, torch.tensor([0.7]), cond, adapter="default",
-                             integer_timestep=True)
+    v_tuned = tuned.velocity(x, torch.tensor([0.7]), cond, adapter="default", integer_timestep=True)
     assert (v_tuned - tuned.velocity(x, torch.tensor([0.7]), cond, None, True)).abs().max() > 1e-4
     pipe = SanaPipeline.from_pretrained(root / "tiny")
     pipe.load_lora_weights(run / "lora")

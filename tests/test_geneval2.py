@@ -33,7 +33,13 @@ def responder(body: dict) -> Reply:
 
 def test_accepted_answers_follow_evaluation_py() -> None:
     assert accepted_answers("How many cats are in the image?", "four") == [
-        "four", "Four", " four", " Four", "4", " 4"]
+        "four",
+        "Four",
+        " four",
+        " Four",
+        "4",
+        " 4",
+    ]
     assert accepted_answers("Is the cat red?", "Yes") == ["Yes", "yes", " yes", " Yes"]
     assert numeric_string("ten") == "10" and numeric_string("eleven") == "other"
     assert geometric_mean([0.5, 0.0, 1.0]) == 0.0
@@ -50,8 +56,11 @@ def two_records(shared_data: Path, tmp_path: Path) -> Path:
 
 def test_suite_summary_equals_hand_computation(shared_data: Path, tmp_path: Path) -> None:
     with FakeChatServer(responder) as server:
-        suite = Geneval2Evaluator(prompts_path=two_records(shared_data, tmp_path),
-                                  vlm_url=server.url, vlm_model="qwen3-vl-test")
+        suite = Geneval2Evaluator(
+            prompts_path=two_records(shared_data, tmp_path),
+            vlm_url=server.url,
+            vlm_model="qwen3-vl-test",
+        )
         specs = suite.prompts()
         images = [Image.new("RGB", (64, 48)), Image.new("RGB", (32, 32))]
         result = suite.score(images, specs)
@@ -69,8 +78,9 @@ def test_suite_summary_equals_hand_computation(shared_data: Path, tmp_path: Path
 
 
 def test_reward_uses_the_record_and_fails_without_logprobs(shared_data: Path) -> None:
-    record = json.loads((shared_data / "geneval2" / "geneval2_data.jsonl").read_text()
-                        .splitlines()[0])
+    record = json.loads(
+        (shared_data / "geneval2" / "geneval2_data.jsonl").read_text().splitlines()[0]
+    )
     meta = {k: v for k, v in record.items() if k != "prompt"}
     with FakeChatServer(responder) as server:
         reward = create_reward("geneval2", url=server.url, timeout=2.0)
@@ -78,19 +88,25 @@ def test_reward_uses_the_record_and_fails_without_logprobs(shared_data: Path) ->
     gm = math.exp((2 * math.log(0.8) + 3 * math.log(0.7)) / 5)
     assert out.scores.tolist() == [pytest.approx(gm)]
     assert out.details[0]["soft_tifa_am"] == pytest.approx(3.7 / 5)
-    with FakeChatServer(lambda body: Reply("Yes")) as server, \
-            pytest.raises(NftkitError, match="logprobs"):
+    with (
+        FakeChatServer(lambda body: Reply("Yes")) as server,
+        pytest.raises(NftkitError, match="logprobs"),
+    ):
         create_reward("geneval2", url=server.url, timeout=2.0)(
-            [Image.new("RGB", (8, 8))], [record["prompt"]], [meta])
+            [Image.new("RGB", (8, 8))], [record["prompt"]], [meta]
+        )
 
 
-def test_pinned_file_and_licence_in_the_error(shared_data: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pinned_file_and_licence_in_the_error(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = (shared_data / "geneval2" / "geneval2_data.jsonl").read_bytes()
     assert sha256_bytes(data) == GENEVAL2_SOURCE.sha256
     monkeypatch.setenv("NFTKIT_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(NftkitError, match=r"CC BY-NC 4\.0.*not bundled"):
         Geneval2Evaluator().prompts()
-    specs = Geneval2Evaluator(prompts_path=shared_data / "geneval2" / "geneval2_data.jsonl").prompts()
+    specs = Geneval2Evaluator(
+        prompts_path=shared_data / "geneval2" / "geneval2_data.jsonl"
+    ).prompts()
     assert len(specs) == 800 and sum(len(s.metadata["vqa_list"]) for s in specs) == 6012

@@ -68,7 +68,9 @@ def official_prompts(shared_data: Path) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- all 553 prompts
 
 
-def test_every_official_prompt_passes_and_fails_with_the_official_reasons(shared_data: Path) -> None:
+def test_every_official_prompt_passes_and_fails_with_the_official_reasons(
+    shared_data: Path,
+) -> None:
     metas = official_prompts(shared_data)
     assert len(metas) == 553
     for meta in metas:
@@ -171,7 +173,10 @@ def test_two_relations_join_in_the_sets_own_order() -> None:
     true_rels = set()  # the reference builds the set in this order, then joins it
     true_rels.add("left of")
     true_rels.add("above")
-    assert judge(meta, dets).reason == f"expected dog below target, found {' and '.join(true_rels)} target"
+    assert (
+        judge(meta, dets).reason
+        == f"expected dog below target, found {' and '.join(true_rels)} target"
+    )
 
 
 def test_exclusion_counts_every_kept_detection() -> None:
@@ -205,7 +210,9 @@ def test_exclusion_counts_every_kept_detection() -> None:
         ({"tag": "two_object", "include": []}, [], 0.0),  # no terms: 0
     ],
 )  # fmt: skip
-def test_partial_is_diffusionnft_evaluate_reward_score(meta: dict, dets: list, expected: float) -> None:
+def test_partial_is_diffusionnft_evaluate_reward_score(
+    meta: dict, dets: list, expected: float
+) -> None:
     assert judge(meta, dets).partial == pytest.approx(expected)
 
 
@@ -309,7 +316,8 @@ def test_tie_order_matches_numpy_123_where_introsort_falls_back_to_heapsort() ->
 
     from nftkit.rewards._reference_sort import argsort_numpy123
 
-    fixture = json.loads((Path(__file__).parent / "data" / "numpy123_argsort_heapsort.json")
-                         .read_text())
+    fixture = json.loads(
+        (Path(__file__).parent / "data" / "numpy123_argsort_heapsort.json").read_text()
+    )
     for case in fixture["cases"]:
         assert argsort_numpy123(case["values"]) == case["argsort"]

@@ -39,8 +39,10 @@ def lines() -> list[dict]:
 
 
 def test_official_prompts_are_reproduced_by_the_templates(shared_data: Path) -> None:
-    official = [json.loads(x) for x in (shared_data / "geneval/evaluation_metadata.jsonl")
-                .read_text().splitlines()]
+    official = [
+        json.loads(x)
+        for x in (shared_data / "geneval/evaluation_metadata.jsonl").read_text().splitlines()
+    ]
     assert len(official) == 553
     assert [prompt_text(line) for line in official] == [line["prompt"] for line in official]
     names = (shared_data / "geneval/object_names.txt").read_text().split("\n")
@@ -53,8 +55,11 @@ def test_every_task_follows_its_template_and_metadata(lines: list[dict]) -> None
         match = re.fullmatch(TEMPLATES[line["tag"]], line["prompt"])
         assert match, line
         inc = line["include"]
-        assert list(line) == (["tag", "include", "exclude", "prompt"] if line["tag"] == "counting"
-                              else ["tag", "include", "prompt"])
+        assert list(line) == (
+            ["tag", "include", "exclude", "prompt"]
+            if line["tag"] == "counting"
+            else ["tag", "include", "prompt"]
+        )
         if line["tag"] == "counting":
             count = NUMBERS[match.group(1)]
             assert inc == [{"class": inc[0]["class"], "count": count}]
@@ -62,12 +67,16 @@ def test_every_task_follows_its_template_and_metadata(lines: list[dict]) -> None
             assert match.group(2) == plural(inc[0]["class"])
         elif line["tag"] == "position":
             a, rel, b = match.groups()
-            assert inc == [{"class": b, "count": 1},
-                           {"class": a, "count": 1, "position": [rel, 0]}] and a != b
+            assert (
+                inc == [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [rel, 0]}]
+                and a != b
+            )
         elif line["tag"] == "color_attr":
             c1, a, c2, b = match.groups()
-            assert inc == [{"class": a, "count": 1, "color": c1},
-                           {"class": b, "count": 1, "color": c2}]
+            assert inc == [
+                {"class": a, "count": 1, "color": c1},
+                {"class": b, "count": 1, "color": c2},
+            ]
             assert a != b and c1 != c2
         elif line["tag"] == "two_object":
             assert inc[0]["class"] != inc[1]["class"]
@@ -85,13 +94,21 @@ def test_articles_before_vowels(lines: list[dict]) -> None:
 
 def test_plurals() -> None:
     assert [plural(c) for c in ("bus", "skis", "knife", "hot dog", "person", "glass")] == [
-        "buses", "skises", "knifes", "hot dogs", "persons", "glasses"]
+        "buses",
+        "skises",
+        "knifes",
+        "hot dogs",
+        "persons",
+        "glasses",
+    ]
 
 
 def test_person_never_gets_a_color() -> None:
     many = generate_geneval_prompts(3000, seed=3, tasks="colors,color_attr")
     assert len(many) == 3000
-    assert not [x for x in many if any(c["class"] == "person" and "color" in c for c in x["include"])]
+    assert not [
+        x for x in many if any(c["class"] == "person" and "color" in c for c in x["include"])
+    ]
     assert all("person" not in x["prompt"] for x in many)
     counted = generate_geneval_prompts(300, seed=3, tasks=["counting", "single_object"])
     assert any("person" in x["prompt"] for x in counted)  # only colors exclude it
@@ -120,8 +137,9 @@ def test_seed_reproducibility_and_bad_input() -> None:
 
 def test_cli_writes_jsonl_that_the_geneval_suite_reads(tmp_path: Path) -> None:
     out = tmp_path / "train.jsonl"
-    result = CliRunner().invoke(app, ["prompts", "geneval", "--n", "30", "--seed", "5",
-                                      "--output", str(out)])
+    result = CliRunner().invoke(
+        app, ["prompts", "geneval", "--n", "30", "--seed", "5", "--output", str(out)]
+    )
     assert result.exit_code == 0, result.output
     written = [json.loads(x) for x in out.read_text().splitlines()]
     assert written == generate_geneval_prompts(30, seed=5)

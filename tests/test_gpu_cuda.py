@@ -78,16 +78,26 @@ def _modules(reward: object) -> list[torch.nn.Module]:
     return found
 
 
-@pytest.mark.parametrize("name", ["pickscore", "clipscore", "hpsv2", "aesthetic", "imagereward",
-                                  "geneval", "jpeg", "ocr"])
-def test_every_reward_on_cuda_scores_float32_on_cpu_like_the_cpu(name: str, tiny_weights: Path
-                                                                  ) -> None:
+@pytest.mark.parametrize(
+    "name",
+    ["pickscore", "clipscore", "hpsv2", "aesthetic", "imagereward", "geneval", "jpeg", "ocr"],
+)
+def test_every_reward_on_cuda_scores_float32_on_cpu_like_the_cpu(
+    name: str, tiny_weights: Path
+) -> None:
     from nftkit.registry import create_reward
 
     generator = torch.Generator().manual_seed(3)
     images = torch.rand((4, 3, 64, 64), generator=generator)
-    meta = [{"tag": "color_attr", "include": [{"class": "apple", "count": 1, "color": "red"},
-                                              {"class": "cup", "count": 1}]}] * 4
+    meta = [
+        {
+            "tag": "color_attr",
+            "include": [
+                {"class": "apple", "count": 1, "color": "red"},
+                {"class": "cup", "count": 1},
+            ],
+        }
+    ] * 4
     prompts = ['a red apple and a cup with a sign that says "hi"'] * 4
     cpu = create_reward(name, weights_dir=tiny_weights, device="cpu")
     gpu = create_reward(name, weights_dir=tiny_weights, device="cuda")
@@ -109,17 +119,32 @@ def test_nft_epoch_on_cuda_updates_the_lora_on_the_gpu(tmp_path: Path) -> None:
     from nftkit.train.nft import NFTConfig, NFTTrainer, PromptItem
 
     policy = tiny_policy("cuda")
-    config = NFTConfig(prompts_per_epoch=2, group_size=2, num_steps=3, sample_batch_size=4,
-                       train_batch_size=2, max_train_timesteps=2, lora_rank=4, lora_alpha=8,
-                       lr=0.01, seed=5)
-    trainer = NFTTrainer(policy, RewardComposer("jpeg"), [PromptItem(p) for p in PROMPTS], config,
-                         output_dir=tmp_path)
+    config = NFTConfig(
+        prompts_per_epoch=2,
+        group_size=2,
+        num_steps=3,
+        sample_batch_size=4,
+        train_batch_size=2,
+        max_train_timesteps=2,
+        lora_rank=4,
+        lora_alpha=8,
+        lr=0.01,
+        seed=5,
+    )
+    trainer = NFTTrainer(
+        policy,
+        RewardComposer("jpeg"),
+        [PromptItem(p) for p in PROMPTS],
+        config,
+        output_dir=tmp_path,
+    )
     before = [p.detach().clone() for p in trainer.trainable]
     record = trainer.run_epoch()
     assert record["step"] == 2 and all(p.device.type == "cuda" for p in trainer.trainable)
     assert all(torch.isfinite(torch.tensor(v)) for v in record.values() if isinstance(v, float))
-    moved = max(float((p.detach() - b).abs().max()) for p, b in zip(trainer.trainable, before,
-                                                                      strict=True))
+    moved = max(
+        float((p.detach() - b).abs().max()) for p, b in zip(trainer.trainable, before, strict=True)
+    )
     assert moved > 0, "the trained LoRA did not change"
 
 

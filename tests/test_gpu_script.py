@@ -38,7 +38,11 @@ def test_dry_run_of_two_parts_writes_json_and_markdown(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         ["bash", str(GPU_DIR / "run.sh"), "--dry-run", str(out), "sd3-train", "reward-aesthetic"],
-        capture_output=True, text=True, env=env, timeout=400, cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+        cwd=REPO_ROOT,
     )
     log = (out / "run.log").read_text() if (out / "run.log").is_file() else ""
     assert proc.returncode == 0, proc.stdout[-2000:] + log[-3000:]
@@ -59,7 +63,8 @@ def test_dry_run_of_two_parts_writes_json_and_markdown(tmp_path: Path) -> None:
         row = train[key]
         assert _finite_positive(row["seconds_per_step"])
         assert row["achieved_tflops"] == pytest.approx(
-            flops["step_tflop"] / row["seconds_per_step"], rel=1e-3)
+            flops["step_tflop"] / row["seconds_per_step"], rel=1e-3
+        )
         assert row["mfu"] is None  # no peak is claimed for a CPU
     aesthetic = parts["reward-aesthetic"]
     assert aesthetic["_status"]["status"] == "ok"
@@ -81,16 +86,23 @@ def test_report_shows_timeouts_skips_and_missing_parts(tmp_path: Path, gpu_modul
     from report import write_report
 
     rows = [
-        {"part": "sd3-sample", "key": "batch_9", "data": {"batch": 9, "images_per_s": 4.5,
-                                                        "peak_memory_gib": 20.0}},
+        {
+            "part": "sd3-sample",
+            "key": "batch_9",
+            "data": {"batch": 9, "images_per_s": 4.5, "peak_memory_gib": 20.0},
+        },
         {"part": "sd3-sample", "key": "batch_18", "data": {"batch": 18, "oom": True}},
         {"part": "sd3-sample", "key": "_status", "data": {"status": "ok", "seconds": 50.0}},
         {"part": "reward-ocr", "key": "batch_32", "data": {"batch": 32, "skipped": "does not fit"}},
-        {"part": "reward-ocr", "key": "_status", "data": {"status": "timeout after 30 s",
-                                                         "seconds": 30.0}},
+        {
+            "part": "reward-ocr",
+            "key": "_status",
+            "data": {"status": "timeout after 30 s", "seconds": 30.0},
+        },
     ]
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows)
-                                            + "not json\n")
+    (tmp_path / "results.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows) + "not json\n"
+    )
     parts = write_report(tmp_path)
     assert parts["sd3-sample"]["batch_18"] == {"batch": 18, "oom": True}
     md = (tmp_path / "results.md").read_text()
@@ -102,8 +114,9 @@ def test_report_shows_timeouts_skips_and_missing_parts(tmp_path: Path, gpu_modul
     assert json.loads((tmp_path / "results.json").read_text()) == parts
 
 
-def test_device_install_exposes_the_entry_points_of_pyproject(tmp_path: Path,
-                                                              gpu_modules: Path) -> None:
+def test_device_install_exposes_the_entry_points_of_pyproject(
+    tmp_path: Path, gpu_modules: Path
+) -> None:
     import tomllib
 
     from install_meta import write_dist_info
@@ -143,14 +156,23 @@ def test_real_size_configs_have_the_published_sizes(gpu_modules: Path) -> None:
     rewards = cfg["rewards"]
     with torch.device("meta"):
         sd3 = SD3Transformer2DModel(**cfg["sd3.5-medium"]["transformer"])
-        clips = {k: CLIPModel(CLIPConfig(
-            text_config={**rewards[k]["text"], "vocab_size": rewards[k]["vocab_size"]},
-            vision_config=rewards[k]["vision"], projection_dim=rewards[k]["projection_dim"]))
-            for k in ("clip_vit_h14", "clip_vit_l14")}
+        clips = {
+            k: CLIPModel(
+                CLIPConfig(
+                    text_config={**rewards[k]["text"], "vocab_size": rewards[k]["vocab_size"]},
+                    vision_config=rewards[k]["vision"],
+                    projection_dim=rewards[k]["projection_dim"],
+                )
+            )
+            for k in ("clip_vit_h14", "clip_vit_l14")
+        }
         hps = open_clip.CLIP(**open_clip.get_model_config(rewards["hpsv2"]["open_clip_arch"]))
         m2f = rewards["mask2former_swin_s"]
-        detector = Mask2FormerForUniversalSegmentation(Mask2FormerConfig(
-            backbone_config=SwinConfig(**m2f["backbone"]), **m2f["model"], num_labels=80))
+        detector = Mask2FormerForUniversalSegmentation(
+            Mask2FormerConfig(
+                backbone_config=SwinConfig(**m2f["backbone"]), **m2f["model"], num_labels=80
+            )
+        )
         ir = rewards["imagereward"]
         blip = BlipForImageReward(VitShape(**ir["vit"]), BertShape.from_config(ir["med_config"]))
     position_table = 384 * 384 * 1536
@@ -167,23 +189,43 @@ def _shrunk(rewards: dict[str, Any]) -> dict[str, Any]:
     """The real reward configs with tiny widths and depths (same keys, same writer code)."""
     small = copy.deepcopy(rewards)
     for key in ("clip_vit_h14", "clip_vit_l14"):
-        small[key]["text"].update(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                  num_attention_heads=2)
-        small[key]["vision"].update(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                    num_attention_heads=2, patch_size=32)
+        small[key]["text"].update(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+        )
+        small[key]["vision"].update(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            patch_size=32,
+        )
         small[key]["projection_dim"] = 16
     small["aesthetic_mlp"]["widths"] = [16, 8, 8, 4, 4, 1]
     small["imagereward"]["vit"].update(width=64, depth=1, heads=1, patch=32)
-    small["imagereward"]["med_config"].update(hidden_size=32, intermediate_size=64,
-                                              num_hidden_layers=1, num_attention_heads=2,
-                                              encoder_width=64, max_position_embeddings=64)
+    small["imagereward"]["med_config"].update(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        encoder_width=64,
+        max_position_embeddings=64,
+    )
     small["imagereward"]["mlp"] = [32, 8, 8, 4, 4, 1]
     m2f = small["mask2former_swin_s"]
-    m2f["backbone"].update(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
-                           image_size=64)
-    m2f["model"].update(feature_size=32, mask_feature_size=32, hidden_dim=32,
-                        encoder_feedforward_dim=64, encoder_layers=1, decoder_layers=2,
-                        num_attention_heads=2, dim_feedforward=64, num_queries=8)
+    m2f["backbone"].update(
+        embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, image_size=64
+    )
+    m2f["model"].update(
+        feature_size=32,
+        mask_feature_size=32,
+        hidden_dim=32,
+        encoder_feedforward_dim=64,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_attention_heads=2,
+        dim_feedforward=64,
+        num_queries=8,
+    )
     m2f["processor"] = {"size": {"height": 64, "width": 64}, "size_divisor": 32}
     return small
 
@@ -220,8 +262,13 @@ def test_counted_sd3_forward_flops_match_the_flop_model(gpu_modules: Path) -> No
         x, text = torch.randn(1, 16, 64, 64), torch.randn(1, 205, 4096)
         pooled, t = torch.randn(1, 2048), torch.tensor([500.0])
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(hidden_states=x, timestep=t, encoder_hidden_states=text,
-                  pooled_projections=pooled, return_dict=False)
+            model(
+                hidden_states=x,
+                timestep=t,
+                encoder_hidden_states=text,
+                pooled_projections=pooled,
+                return_dict=False,
+            )
     d, image, txt = 1536, 1024, 205
     linear = 2 * d * d * (24 * 12 * image + 23 * 12 * txt + 3 * txt + 13 * 4 * image)
     attention = 4 * d * (24 * (image + txt) ** 2 + 13 * image**2)
@@ -229,35 +276,71 @@ def test_counted_sd3_forward_flops_match_the_flop_model(gpu_modules: Path) -> No
 
 
 @pytest.mark.slow
-def test_real_size_sd3_code_path_runs_on_cpu_with_shrunk_configs(tmp_path: Path,
-                                                                 gpu_modules: Path) -> None:
+def test_real_size_sd3_code_path_runs_on_cpu_with_shrunk_configs(
+    tmp_path: Path, gpu_modules: Path
+) -> None:
     """The non-dry branch (configs.json's SD3 section, bf16 weights + autocast, batch 9 and 9
     timesteps, MFU) with every width shrunk, through $NFTKIT_GPU_CONFIGS and --device cpu."""
     from common import load_configs
 
     cfg = load_configs()
     sd3 = cfg["sd3.5-medium"]
-    sd3["transformer"].update(num_layers=2, num_attention_heads=2, attention_head_dim=16,
-                              caption_projection_dim=32, dual_attention_layers=[0],
-                              pos_embed_max_size=32, sample_size=16, joint_attention_dim=64,
-                              pooled_projection_dim=32)
-    sd3["vae"].update(block_out_channels=[8, 8, 8, 8], layers_per_block=1, norm_num_groups=8,
-                      mid_block_add_attention=False, sample_size=64)
+    sd3["transformer"].update(
+        num_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        caption_projection_dim=32,
+        dual_attention_layers=[0],
+        pos_embed_max_size=32,
+        sample_size=16,
+        joint_attention_dim=64,
+        pooled_projection_dim=32,
+    )
+    sd3["vae"].update(
+        block_out_channels=[8, 8, 8, 8],
+        layers_per_block=1,
+        norm_num_groups=8,
+        mid_block_add_attention=False,
+        sample_size=64,
+    )
     sd3["text_embeddings"].update(t5_dim=64, clip_projection_dim=16, max_sequence_length=16)
     sd3["resolution"] = 64
     (tmp_path / "configs.json").write_text(json.dumps(cfg))
     out = tmp_path / "out"
-    env = {**os.environ, "NFTKIT_GPU_CONFIGS": str(tmp_path / "configs.json"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(GPU_DIR / "sd3_parts.py"), "train", "--out", str(out),
-                           "--device", "cpu", "--budget", "200"],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO_ROOT)
+    env = {
+        **os.environ,
+        "NFTKIT_GPU_CONFIGS": str(tmp_path / "configs.json"),
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(GPU_DIR / "sd3_parts.py"),
+            "train",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--budget",
+            "200",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from report import merge
 
     train = merge(out / "results.jsonl")["sd3-train"]
     model = train["model"]
     assert (model["dtype"], model["autocast"], model["batch"], model["trained_timesteps"]) == (
-        "bfloat16", "bfloat16", 9, 9)
+        "bfloat16",
+        "bfloat16",
+        9,
+        9,
+    )
     assert model["prompt_embeds_shape"] == [77 + 16, 64] and model["pooled_shape"] == [32]
     assert 3.0 <= train["flops"]["step_over_forward"] / 9 <= 4.5
     row = train["checkpointing_off"]

@@ -20,12 +20,37 @@ from tests.test_crash_resume import _assert_same_state, _kill_and_resume, _train
 
 # 3 epochs of 8 samples, train batch 4: 2 optimizer steps per epoch, a checkpoint every epoch;
 # 6 SDE steps of which int(0.99 * 6) = 5 are trained, KL 0.04 (the preset's).
-SHAPES_GRPO = ["--steps", "3", "--checkpoint-every", "1", "--quiet",
-               "--set", "prompts_per_epoch=2", "--set", "group_size=4", "--set", "num_steps=6",
-               "--set", "sample_batch_size=8", "--set", "train_batch_size=4",
-               "--set", "lora_rank=2", "--set", "lora_alpha=4", "--set", "lr=0.01",
-               "--set", "clip_range=0.01", "--set", "ema_interval=2", "--set", "seed=7",
-               "--set", "policy.autocast_dtype=null"]
+SHAPES_GRPO = [
+    "--steps",
+    "3",
+    "--checkpoint-every",
+    "1",
+    "--quiet",
+    "--set",
+    "prompts_per_epoch=2",
+    "--set",
+    "group_size=4",
+    "--set",
+    "num_steps=6",
+    "--set",
+    "sample_batch_size=8",
+    "--set",
+    "train_batch_size=4",
+    "--set",
+    "lora_rank=2",
+    "--set",
+    "lora_alpha=4",
+    "--set",
+    "lr=0.01",
+    "--set",
+    "clip_range=0.01",
+    "--set",
+    "ema_interval=2",
+    "--set",
+    "seed=7",
+    "--set",
+    "policy.autocast_dtype=null",
+]
 
 
 def _args(out: Path) -> list[str]:
@@ -57,12 +82,19 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [
         ("after-step:5", "step-0000002", False),  # killed between checkpoints, in epoch 3
         ("mid-checkpoint:2", "step-0000001", True),  # tensors of checkpoint 2 half written
-        pytest.param("before-rename:2", "step-0000001", True,  # complete, not yet renamed
-                     marks=pytest.mark.slow),  # (slow, as in the NFT crash test)
+        pytest.param(
+            "before-rename:2",
+            "step-0000001",
+            True,  # complete, not yet renamed
+            marks=pytest.mark.slow,
+        ),  # (slow, as in the NFT crash test)
     ],
 )
 def test_shapes_grpo_killed_run_resumes_to_the_same_weights(
-    straight: Path, tmp_path: Path, fault: str, survivor: str,
+    straight: Path,
+    tmp_path: Path,
+    fault: str,
+    survivor: str,
     leftover: bool,
 ) -> None:
     out = tmp_path / "out"
@@ -72,4 +104,5 @@ def test_shapes_grpo_killed_run_resumes_to_the_same_weights(
     expected = [json.loads(line) for line in (straight / "history.jsonl").read_text().splitlines()]
     drop = {"seconds"}  # wall time differs; every other statistic is bit-identical
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows] == [
-        {k: v for k, v in r.items() if k not in drop} for r in expected]
+        {k: v for k, v in r.items() if k not in drop} for r in expected
+    ]

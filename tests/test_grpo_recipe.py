@@ -31,21 +31,40 @@ from nftkit.train.presets import get_preset
 A = 0.7  # noise level
 
 
-def _trainer(model: Path, out: Path, composer: RewardComposer | None = None,
-             n_prompts: int = 6, **overrides: Any) -> GRPOTrainer:
-    base = dict(epochs=2, prompts_per_epoch=2, group_size=4, num_steps=4, sample_batch_size=8,
-                train_batch_size=4, lora_rank=2, lora_alpha=4, lr=1e-3, clip_range=1e-3,
-                kl_beta=0.04, seed=3, noise_level=A)
+def _trainer(
+    model: Path,
+    out: Path,
+    composer: RewardComposer | None = None,
+    n_prompts: int = 6,
+    **overrides: Any,
+) -> GRPOTrainer:
+    base = dict(
+        epochs=2,
+        prompts_per_epoch=2,
+        group_size=4,
+        num_steps=4,
+        sample_batch_size=8,
+        train_batch_size=4,
+        lora_rank=2,
+        lora_alpha=4,
+        lr=1e-3,
+        clip_range=1e-3,
+        kl_beta=0.04,
+        seed=3,
+        noise_level=A,
+    )
     base.update(overrides)
     policy = load_policy(model, autocast_dtype=None)
     train, _ = split_prompts()
     prompts = [PromptItem(m["prompt"], m) for m in train[:n_prompts]]
-    return GRPOTrainer(policy, composer or RewardComposer("jpeg"), prompts,
-                       GRPOConfig.from_dict(base), out)
+    return GRPOTrainer(
+        policy, composer or RewardComposer("jpeg"), prompts, GRPOConfig.from_dict(base), out
+    )
 
 
-def _gaussian_log_prob(x: torch.Tensor, v: torch.Tensor, y: torch.Tensor, t: float,
-                       t_next: float) -> torch.Tensor:
+def _gaussian_log_prob(
+    x: torch.Tensor, v: torch.Tensor, y: torch.Tensor, t: float, t_next: float
+) -> torch.Tensor:
     """REFERENCE.md 2: the SDE transition density of y, averaged over latent dims (float64)."""
     sigma = A * math.sqrt(t / (1 - (t_next if t == 1.0 else t)))
     dt = t_next - t
@@ -158,7 +177,8 @@ def test_sde_on_every_sampling_step_and_the_velocity_call_count(
     grid = trainer.grid
     last = batch.states[:, 3]
     ode_end = last + (grid[4] - grid[3]) * trainer.guided_velocity(
-        last, torch.full((8,), grid[3]), batch.cond, "old")
+        last, torch.full((8,), grid[3]), batch.cond, "old"
+    )
     assert not torch.allclose(batch.states[:, 4], ode_end, atol=1e-3)  # noise on the last step
     calls.clear()
     trainer.train_on(batch, 0)
@@ -206,8 +226,9 @@ class ByPrompt(Reward):
         super().__init__()
         self.table = table
 
-    def score_batch(self, images: torch.Tensor, prompts: list[str],
-                    metadata: list[dict]) -> RewardOutput:
+    def score_batch(
+        self, images: torch.Tensor, prompts: list[str], metadata: list[dict]
+    ) -> RewardOutput:
         """The next table entry of each sample's prompt."""
         seen: Counter[str] = Counter()
         scores = []
@@ -229,8 +250,14 @@ def test_trainer_trains_only_on_non_zero_advantages(
     seen: list[torch.Tensor] = []
     real_loss = grpo_module.grpo_loss
 
-    def spy(log_prob: torch.Tensor, old: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-            *args: Any, **kwargs: Any) -> Any:
+    def spy(
+        log_prob: torch.Tensor,
+        old: torch.Tensor,
+        adv: torch.Tensor,
+        mask: torch.Tensor,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         assert bool(mask.all())
         seen.append(adv.clone())
         return real_loss(log_prob, old, adv, mask, *args, **kwargs)
@@ -241,8 +268,9 @@ def test_trainer_trains_only_on_non_zero_advantages(
     # 0 and the 1 have a non-zero advantage, +-0.5 / (0.25 + 1e-4); 2 kept = 2 batches of 1
     a = 0.5 / (0.25 + 1e-4)
     assert [s.shape for s in seen] == [torch.Size([1])] * 4  # 2 batches x 2 trained steps
-    assert sorted(round(float(s), 5) for s in seen) == sorted([round(-a, 5)] * 2
-                                                             + [round(a, 5)] * 2)
+    assert sorted(round(float(s), 5) for s in seen) == sorted(
+        [round(-a, 5)] * 2 + [round(a, 5)] * 2
+    )
     assert record["kept_frac"] == 0.25 and record["zero_adv_frac"] == 0.75
     assert record["train_batch"] == 1.0 and record["step"] == 2  # still 2 optimizer steps
 
@@ -295,8 +323,11 @@ def test_sd35m_grpo_geneval_preset_has_the_reference_settings() -> None:
     cfg = preset.train_config()
     assert isinstance(cfg, GRPOConfig) and preset.algo == "grpo"
     assert preset.model == "stabilityai/stable-diffusion-3.5-medium"
-    assert (preset.rewards, preset.prompts, preset.eval_suite) == ("geneval", "geneval-train",
-                                                                   "geneval")
+    assert (preset.rewards, preset.prompts, preset.eval_suite) == (
+        "geneval",
+        "geneval-train",
+        "geneval",
+    )
     assert preset.policy == {"resolution": 512}
     assert (cfg.prompts_per_epoch, cfg.group_size) == (48, 24)
     assert (cfg.sample_batch_size, cfg.train_batch_size) == (9, 9)  # train batch = sample batch
@@ -305,7 +336,11 @@ def test_sd35m_grpo_geneval_preset_has_the_reference_settings() -> None:
     assert (cfg.clip_range, cfg.adv_clip, cfg.kl_beta, cfg.std_mode) == (1e-4, 5.0, 0.04, "global")
     assert (cfg.lora_rank, cfg.lora_alpha, cfg.lora_init, cfg.lr) == (32, 64, "gaussian", 3e-4)
     assert (cfg.adam_betas, cfg.weight_decay, cfg.adam_eps, cfg.grad_clip) == (
-        (0.9, 0.999), 1e-4, 1e-8, 1.0)
+        (0.9, 0.999),
+        1e-4,
+        1e-8,
+        1.0,
+    )
     assert cfg.ema_interval == 8 and cfg.sde_window is None
     # two optimizer steps per epoch: 1,152 samples in steps of 576
     per_epoch = getattr(cfg, "steps_per_epoch", None)
@@ -331,11 +366,25 @@ def test_tiny_sd3_grpo_guides_against_the_empty_prompt(
     from tests.sd3_helpers import PROMPTS
 
     policy = load_policy(save_tiny_sd3(tmp_path / "tiny"), autocast_dtype=None)
-    config = GRPOConfig(epochs=1, prompts_per_epoch=2, group_size=2, num_steps=2,
-                        sample_batch_size=4, train_batch_size=2, lora_rank=2, lora_alpha=4,
-                        guidance_scale=4.5, seed=1)
-    trainer = GRPOTrainer(policy, RewardComposer("jpeg"), [PromptItem(p) for p in PROMPTS[:2]],
-                          config, tmp_path / "out")
+    config = GRPOConfig(
+        epochs=1,
+        prompts_per_epoch=2,
+        group_size=2,
+        num_steps=2,
+        sample_batch_size=4,
+        train_batch_size=2,
+        lora_rank=2,
+        lora_alpha=4,
+        guidance_scale=4.5,
+        seed=1,
+    )
+    trainer = GRPOTrainer(
+        policy,
+        RewardComposer("jpeg"),
+        [PromptItem(p) for p in PROMPTS[:2]],
+        config,
+        tmp_path / "out",
+    )
     x = torch.randn((2, *policy.latent_shape), generator=torch.Generator().manual_seed(0))
     t = torch.full((2,), 0.8)
     cond = policy.encode_prompts(PROMPTS[:2])

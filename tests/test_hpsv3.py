@@ -28,21 +28,27 @@ def test_template_resize_and_key_names() -> None:
     assert smart_size(1024, 1024) == (448, 448)  # 448^2 = 256*28*28
     assert smart_size(512, 1024) == (308, 616)  # beta = sqrt(524288/200704); floor to x28
     assert current_key("model.layers.0.mlp.up_proj.weight") == (
-        "model.language_model.layers.0.mlp.up_proj.weight")
+        "model.language_model.layers.0.mlp.up_proj.weight"
+    )
     assert current_key("visual.blocks.0.attn.qkv.weight") == "model.visual.blocks.0.attn.qkv.weight"
     assert current_key("rm_head.0.weight") == "rm_head.0.weight"
 
 
 def test_scores_batch_size_independent_on_mixed_sizes(weights: Path) -> None:
-    images = [Image.new("RGB", s, (50 * i, 120, 30)) for i, s in
-              enumerate([(64, 64), (120, 40), (33, 90), (200, 150), (28, 28)])]
+    images = [
+        Image.new("RGB", s, (50 * i, 120, 30))
+        for i, s in enumerate([(64, 64), (120, 40), (33, 90), (200, 150), (28, 28)])
+    ]
     prompts = [f"a photo of thing {i}" for i in range(len(images))]
-    outs = [create_reward("hpsv3", weights_dir=weights, batch_size=b)(images, prompts)
-            for b in (1, 4)]
+    outs = [
+        create_reward("hpsv3", weights_dir=weights, batch_size=b)(images, prompts) for b in (1, 4)
+    ]
     assert outs[0].scores.tolist() == pytest.approx(outs[1].scores.tolist(), abs=1e-6)
     assert len(set(outs[0].scores.tolist())) == len(images)
-    assert all("sigma" in d and d["mu"] == pytest.approx(s) for d, s in
-               zip(outs[0].details, outs[0].scores.tolist(), strict=True))
+    assert all(
+        "sigma" in d and d["mu"] == pytest.approx(s)
+        for d, s in zip(outs[0].details, outs[0].scores.tolist(), strict=True)
+    )
 
 
 def test_mu_is_the_head_on_the_reward_token_hidden_state(weights: Path) -> None:

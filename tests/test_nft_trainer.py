@@ -17,9 +17,20 @@ from nftkit.train.nft import NFTConfig, NFTTrainer, PromptItem
 
 
 def _config(**overrides: object) -> NFTConfig:
-    base = dict(epochs=3, prompts_per_epoch=2, group_size=4, num_steps=4, sample_batch_size=8,
-                train_batch_size=4, max_train_timesteps=2, lora_rank=4, lora_alpha=8, lr=1e-3,
-                checkpoint_every=1, seed=3)
+    base = dict(
+        epochs=3,
+        prompts_per_epoch=2,
+        group_size=4,
+        num_steps=4,
+        sample_batch_size=8,
+        train_batch_size=4,
+        max_train_timesteps=2,
+        lora_rank=4,
+        lora_alpha=8,
+        lr=1e-3,
+        checkpoint_every=1,
+        seed=3,
+    )
     base.update(overrides)
     return NFTConfig.from_dict(base)
 
@@ -29,8 +40,14 @@ def _trainer(model_dir: Path, out: Path, config: NFTConfig) -> NFTTrainer:
     policy.autocast_dtype = None  # exact float32 arithmetic for the equality checks
     train, _ = split_prompts()
     prompts = [PromptItem(m["prompt"], m) for m in train[:6]]
-    return NFTTrainer(policy, RewardComposer("jpeg"), prompts, config, out,
-                      model_info={"family": "shapes", "base": str(model_dir)})
+    return NFTTrainer(
+        policy,
+        RewardComposer("jpeg"),
+        prompts,
+        config,
+        out,
+        model_info={"family": "shapes", "base": str(model_dir)},
+    )
 
 
 def test_training_changes_default_adapter_only(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -126,8 +143,7 @@ def test_high_noise_steps_trains_only_the_first_sampler_steps(
         return real(x0, t, eps)
 
     monkeypatch.setattr(nft_module, "forward_noise", recording)
-    trainer = _trainer(tiny_model_dir, tmp_path, _config(epochs=1, num_steps=4,
-                                                         high_noise_steps=2))
+    trainer = _trainer(tiny_model_dir, tmp_path, _config(epochs=1, num_steps=4, high_noise_steps=2))
     trainer.run_epoch()
     drawn = torch.cat(seen)
     assert set(drawn.tolist()) == set(trainer.ts[:2].tolist())  # both, and only, t >= ts[1]

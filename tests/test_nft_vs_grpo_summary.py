@@ -20,8 +20,10 @@ def bench():
 
 def _curve(points: list[tuple[int, float, float]]) -> list[dict[str, float]]:
     """(step, seconds, overall) triples; 8 images per step."""
-    return [{"epoch": i, "step": s, "images": 8 * s, "seconds": sec, "overall": o}
-            for i, (s, sec, o) in enumerate(points)]
+    return [
+        {"epoch": i, "step": s, "images": 8 * s, "seconds": sec, "overall": o}
+        for i, (s, sec, o) in enumerate(points)
+    ]
 
 
 def test_exact_ratio_when_grpo_reaches_nfts_top_threshold(bench) -> None:

@@ -37,8 +37,10 @@ def _dotted(node: ast.AST) -> str:
 
 
 def _keyword_is(call: ast.Call, name: str, value: object) -> bool:
-    return any(k.arg == name and isinstance(k.value, ast.Constant) and k.value.value is value
-               for k in call.keywords)
+    return any(
+        k.arg == name and isinstance(k.value, ast.Constant) and k.value.value is value
+        for k in call.keywords
+    )
 
 
 def pickle_findings(source: str, filename: str = "<src>") -> list[str]:
@@ -49,22 +51,34 @@ def pickle_findings(source: str, filename: str = "<src>") -> list[str]:
     for node in ast.walk(tree):
         where = f"{filename}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Import):
-            found += [f"{where}: import {a.name}" for a in node.names
-                      if a.name.split(".")[0] in PICKLE_MODULES]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PICKLE_MODULES:
+            found += [
+                f"{where}: import {a.name}"
+                for a in node.names
+                if a.name.split(".")[0] in PICKLE_MODULES
+            ]
+        elif (
+            isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PICKLE_MODULES
+        ):
             found.append(f"{where}: from {node.module} import ...")
-        elif isinstance(node, ast.ImportFrom) and node.module == "torch" and any(
-            a.name == "load" for a in node.names
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "torch"
+            and any(a.name == "load" for a in node.names)
         ):
             found.append(f"{where}: from torch import load (use torch.load(weights_only=True))")
         elif isinstance(node, ast.Attribute):
             name = _dotted(node)
             call = calls.get(id(node))
-            if name == "torch.load" and (call is None or not _keyword_is(call, "weights_only", True)):
+            if name == "torch.load" and (
+                call is None or not _keyword_is(call, "weights_only", True)
+            ):
                 found.append(f"{where}: torch.load without weights_only=True")
-            elif name in ("np.load", "numpy.load") and call is not None and not _keyword_is(
-                call, "allow_pickle", False
-            ) and any(k.arg == "allow_pickle" for k in call.keywords):
+            elif (
+                name in ("np.load", "numpy.load")
+                and call is not None
+                and not _keyword_is(call, "allow_pickle", False)
+                and any(k.arg == "allow_pickle" for k in call.keywords)
+            ):
                 found.append(f"{where}: {name} with allow_pickle")
             elif name.endswith("read_pickle"):
                 found.append(f"{where}: {name}")
@@ -78,8 +92,11 @@ def _python_files() -> list[Path]:
 
 
 def test_no_unpickling_in_the_code_base() -> None:
-    findings = [f for path in _python_files()
-                for f in pickle_findings(path.read_text(), str(path.relative_to(REPO_ROOT)))]
+    findings = [
+        f
+        for path in _python_files()
+        for f in pickle_findings(path.read_text(), str(path.relative_to(REPO_ROOT)))
+    ]
     assert findings == []
 
 
@@ -115,8 +132,9 @@ def test_the_scanner_accepts_safe_loading(source: str) -> None:
 
 def test_nftkit_writes_only_safetensors_and_json(tmp_path: Path) -> None:
     ShapesPolicy(ShapesFlowModel(tiny_shapes_config(8))).save_pretrained(tmp_path / "model")
-    ckpt.save_checkpoint(tmp_path / "ckpt", 1, {"adapter": {"w": torch.ones(2)}},
-                         {"trainer_state": {"epoch": 1}})
+    ckpt.save_checkpoint(
+        tmp_path / "ckpt", 1, {"adapter": {"w": torch.ones(2)}}, {"trainer_state": {"epoch": 1}}
+    )
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(written) == 5
     assert {p.suffix for p in written} <= SAFE_SUFFIXES, written

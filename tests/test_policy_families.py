@@ -22,9 +22,22 @@ BUILTIN = {"shapes", "sd3", "flux", "sana", "qwen-image"}
 
 def _pip_install_target(project: Path, target: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-         "--disable-pip-version-check", "--target", str(target), str(project)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(project),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -36,8 +49,10 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     broken = tmp_path_factory.mktemp("broken-family")
     (broken / "nftkit_broken_family").mkdir()
     (broken / "nftkit_broken_family" / "__init__.py").write_text(
-        "raise ImportError('this family is broken on purpose')\n")
-    (broken / "pyproject.toml").write_text(textwrap.dedent("""
+        "raise ImportError('this family is broken on purpose')\n"
+    )
+    (broken / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=70"]
         build-backend = "setuptools.build_meta"
@@ -48,7 +63,8 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         brokenfam = "nftkit_broken_family:Policy"
         [tool.setuptools]
         packages = ["nftkit_broken_family"]
-    """))
+    """)
+    )
     _pip_install_target(broken, target)
     return target
 
@@ -108,11 +124,33 @@ def test_third_party_family_plugin(plugin_path: Path, tmp_path: Path) -> None:
     made = run_cli("debug", "make-tiny", "--family", "toyflow", str(model), env=env)
     assert made.returncode == 0, made.stderr
     (tmp_path / "p.txt").write_text("a red cube\na blue ball\n")
-    trained = run_cli("--db", f"sqlite:///{tmp_path / 'r.db'}", "train", "--model", str(model),
-                      "--rewards", "jpeg", "--prompts", str(tmp_path / "p.txt"), "--output",
-                      str(tmp_path / "run"), "--steps", "1", "--quiet", "--set",
-                      "prompts_per_epoch=2", "--set", "group_size=2", "--set", "num_steps=2",
-                      "--set", "lora_rank=2", "--set", "lora_alpha=2", env=env)
+    trained = run_cli(
+        "--db",
+        f"sqlite:///{tmp_path / 'r.db'}",
+        "train",
+        "--model",
+        str(model),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        str(tmp_path / "p.txt"),
+        "--output",
+        str(tmp_path / "run"),
+        "--steps",
+        "1",
+        "--quiet",
+        "--set",
+        "prompts_per_epoch=2",
+        "--set",
+        "group_size=2",
+        "--set",
+        "num_steps=2",
+        "--set",
+        "lora_rank=2",
+        "--set",
+        "lora_alpha=2",
+        env=env,
+    )
     assert trained.returncode == 0, trained.stderr
     info = json.loads((tmp_path / "run" / "nftkit_model.json").read_text())
     assert info["family"] == "toyflow" and info["lora"]["targets"] == ["inp", "mid", "out"]

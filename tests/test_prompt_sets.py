@@ -16,8 +16,12 @@ from nftkit.evaluators.prompt_sets import (
     sha256_bytes,
 )
 
-SHARED_FILES = {"geneval": "geneval/evaluation_metadata.jsonl", "ocr": "ocr/test.txt",
-                "pickscore": "pickscore/test.txt", "drawbench": "drawbench/prompts.txt"}
+SHARED_FILES = {
+    "geneval": "geneval/evaluation_metadata.jsonl",
+    "ocr": "ocr/test.txt",
+    "pickscore": "pickscore/test.txt",
+    "drawbench": "drawbench/prompts.txt",
+}
 
 
 @pytest.fixture()
@@ -43,13 +47,15 @@ def test_explicit_path_wins_and_must_exist(tmp_path: Path) -> None:
         resolve_prompt_file(PROMPT_SOURCES["ocr"], tmp_path / "missing.txt")
 
 
-def test_download_is_verified_cached_and_then_used_offline(cache: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_is_verified_cached_and_then_used_offline(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     upstream = tmp_path / "upstream.txt"
     upstream.write_text("b\na\nb\n\na\n")  # DrawBench-style repeats
     reduced = b"b\na\n"
-    source = dataclasses.replace(PROMPT_SOURCES["drawbench"], url=upstream.as_uri(),
-                                 sha256=sha256_bytes(reduced))
+    source = dataclasses.replace(
+        PROMPT_SOURCES["drawbench"], url=upstream.as_uri(), sha256=sha256_bytes(reduced)
+    )
     path = resolve_prompt_file(source)
     assert path == cached_path(source) and path.read_bytes() == reduced
     assert str(path).startswith(str(cache / "prompts" / "drawbench"))

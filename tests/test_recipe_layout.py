@@ -100,11 +100,22 @@ def test_contradicting_and_impossible_layouts_are_one_line_errors() -> None:
 
 
 def test_the_trainer_uses_the_derived_accumulation(tiny_model_dir: Path, tmp_path: Path) -> None:
-    config = NFTConfig.from_dict(dict(
-        epochs=1, prompts_per_epoch=2, group_size=4, num_steps=3, sample_batch_size=8,
-        train_batch_size=2, samples_per_step=4, max_train_timesteps=1, lora_rank=2,
-        lora_alpha=4, checkpoint_every=1, seed=1,
-    ))
+    config = NFTConfig.from_dict(
+        dict(
+            epochs=1,
+            prompts_per_epoch=2,
+            group_size=4,
+            num_steps=3,
+            sample_batch_size=8,
+            train_batch_size=2,
+            samples_per_step=4,
+            max_train_timesteps=1,
+            lora_rank=2,
+            lora_alpha=4,
+            checkpoint_every=1,
+            seed=1,
+        )
+    )
     policy = load_policy(tiny_model_dir)
     train, _ = split_prompts()
     prompts = [PromptItem(m["prompt"], m) for m in train[:4]]

@@ -22,8 +22,19 @@ EXAMPLE = REPO_ROOT / "examples" / "nftkit-colorfulness"
 
 def _pip_install_target(project: Path, target: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-         "--disable-pip-version-check", "--target", str(target), str(project)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(project),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -41,7 +52,8 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "raise RuntimeError('this plugin is broken on purpose')\n"
     )
     (broken / "nftkit_half_done").mkdir()
-    (broken / "nftkit_half_done" / "__init__.py").write_text(textwrap.dedent("""
+    (broken / "nftkit_half_done" / "__init__.py").write_text(
+        textwrap.dedent("""
         import torch
         from nftkit.rewards.base import Reward, RewardOutput
 
@@ -50,8 +62,10 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
             def __call__(self, images, prompts, metadata=None):
                 return RewardOutput(torch.zeros(len(prompts)))
-    """))
-    (broken / "pyproject.toml").write_text(textwrap.dedent("""
+    """)
+    )
+    (broken / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=70"]
         build-backend = "setuptools.build_meta"
@@ -63,7 +77,8 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         half-done = "nftkit_half_done:HalfDone"
         [tool.setuptools]
         packages = ["nftkit_broken", "nftkit_half_done"]
-    """))
+    """)
+    )
     _pip_install_target(broken, target)
     return target
 
@@ -95,7 +110,12 @@ def test_scoring_with_the_installed_plugin(plugin_path: Path, tmp_path: Path) ->
     vivid[:, 16:] = (0, 0, 255)
     Image.fromarray(vivid).save(images / "b_vivid.png")
     result = run_cli(
-        "score", "--rewards", "colorfulness,jpeg=0", "--images", str(images), "--json",
+        "score",
+        "--rewards",
+        "colorfulness,jpeg=0",
+        "--images",
+        str(images),
+        "--json",
         env=_env(plugin_path),
     )
     assert result.returncode == 0, result.stderr
@@ -109,8 +129,9 @@ def test_scoring_with_the_installed_plugin(plugin_path: Path, tmp_path: Path) ->
 
 def test_using_a_broken_plugin_fails_with_one_line(plugin_path: Path, tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
-    result = run_cli("score", "--rewards", "broken", "--images", str(tmp_path),
-                     env=_env(plugin_path))
+    result = run_cli(
+        "score", "--rewards", "broken", "--images", str(tmp_path), env=_env(plugin_path)
+    )
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "broken on purpose" in result.stderr
@@ -124,8 +145,9 @@ def test_an_invalid_plugin_is_listed_invalid_and_refused_in_one_line(
     assert rows["half-done"]["status"] == "invalid"
     assert "does not implement score_batch" in rows["half-done"]["error"]
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
-    used = run_cli("score", "--rewards", "half-done", "--images", str(tmp_path),
-                   env=_env(plugin_path))
+    used = run_cli(
+        "score", "--rewards", "half-done", "--images", str(tmp_path), env=_env(plugin_path)
+    )
     assert used.returncode == 1
     assert used.stderr.strip().count("\n") == 0
     assert "is invalid" in used.stderr and "score_batch" in used.stderr
@@ -144,8 +166,17 @@ def test_a_tensor_plugin_scores_a_folder_of_mixed_sizes(plugin_path: Path, tmp_p
     Image.new("RGB", (512, 512), (0, 0, 255)).save(images / "c_blue_512.png")
     Image.fromarray(halves).save(images / "d_halves_256.png")
     Image.new("RGB", (512, 512), (255, 255, 0)).save(images / "e_yellow_512.png")
-    result = run_cli("score", "--rewards", "colorfulness", "--images", str(images),
-                     "--batch-size", "2", "--json", env=_env(plugin_path))
+    result = run_cli(
+        "score",
+        "--rewards",
+        "colorfulness",
+        "--images",
+        str(images),
+        "--batch-size",
+        "2",
+        "--json",
+        env=_env(plugin_path),
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [Path(r["image"]).name for r in rows] == sorted(p.name for p in images.iterdir())
@@ -161,8 +192,9 @@ def test_a_tensor_plugin_scores_a_folder_of_mixed_sizes(plugin_path: Path, tmp_p
 def test_allow_and_deny_lists(plugin_path: Path) -> None:
     allow = run_cli("rewards", "list", "--json", env=_env(plugin_path, NFTKIT_PLUGINS="jpeg,ocr"))
     assert {r["name"] for r in json.loads(allow.stdout)} == {"jpeg", "ocr"}
-    deny = run_cli("rewards", "list", "--json",
-                   env=_env(plugin_path, NFTKIT_DISABLE_PLUGINS="broken"))
+    deny = run_cli(
+        "rewards", "list", "--json", env=_env(plugin_path, NFTKIT_DISABLE_PLUGINS="broken")
+    )
     names = {r["name"] for r in json.loads(deny.stdout)}
     assert "broken" not in names and "colorfulness" in names
 

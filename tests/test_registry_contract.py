@@ -12,16 +12,20 @@ from nftkit.registry import EVALUATOR_CONTRACT, REWARD_CONTRACT, Contract, Regis
 
 SAMPLES = "tests.plugin_samples"
 REWARD_ENTRIES = {
-    "fine": "Fine", "half-done": "HalfDone", "misnamed": "Misnamed",
-    "bad-metadata": "BadMetadata", "not-a-reward": "NotAReward",
+    "fine": "Fine",
+    "half-done": "HalfDone",
+    "misnamed": "Misnamed",
+    "bad-metadata": "BadMetadata",
+    "not-a-reward": "NotAReward",
 }
 
 
 @pytest.fixture
 def rewards(monkeypatch: pytest.MonkeyPatch) -> Registry:
     """A reward registry whose entry points are the sample classes."""
-    eps = [EntryPoint(name, f"{SAMPLES}:{cls}", "test.rewards")
-           for name, cls in REWARD_ENTRIES.items()]
+    eps = [
+        EntryPoint(name, f"{SAMPLES}:{cls}", "test.rewards") for name, cls in REWARD_ENTRIES.items()
+    ]
     eps.append(EntryPoint("bad-suite", f"{SAMPLES}:BadSuite", "test.evaluators"))
 
     def fake_entry_points(group: str) -> list[EntryPoint]:
@@ -35,10 +39,13 @@ def test_statuses_mark_each_broken_rule_invalid_with_its_reason(rewards: Registr
     rows = {s.name: s for s in rewards.statuses()}
     assert rows["fine"].status == "ok" and rows["fine"].error is None
     assert {n: rows[n].status for n in REWARD_ENTRIES if n != "fine"} == dict.fromkeys(
-        ["half-done", "misnamed", "bad-metadata", "not-a-reward"], "invalid")
+        ["half-done", "misnamed", "bad-metadata", "not-a-reward"], "invalid"
+    )
     assert "does not implement score_batch" in rows["half-done"].error
-    assert "'something-else'" in rows["misnamed"].error and "set name = 'misnamed'" in rows[
-        "misnamed"].error
+    assert (
+        "'something-else'" in rows["misnamed"].error
+        and "set name = 'misnamed'" in rows["misnamed"].error
+    )
     bad = rows["bad-metadata"].error
     assert "higher_is_better" in bad and "score_range" in bad and "input_format" in bad
     assert "not a subclass of nftkit.rewards.base.Reward" in rows["not-a-reward"].error
@@ -67,8 +74,9 @@ def test_the_evaluator_contract_checks_its_metadata(rewards: Registry) -> None:
 def test_a_contract_per_group_and_none_means_unchecked(rewards: Registry) -> None:
     unchecked = Registry("test.rewards", "reward")
     assert unchecked.load("misnamed").name == "something-else"
-    anonymous = Registry("test.rewards", "reward", Contract("nftkit.rewards.base:Reward",
-                                                            named=False))
+    anonymous = Registry(
+        "test.rewards", "reward", Contract("nftkit.rewards.base:Reward", named=False)
+    )
     assert anonymous.load("misnamed").name == "something-else"
     with pytest.raises(InvalidPluginError, match="score_batch"):
         anonymous.load("half-done")

@@ -509,8 +509,15 @@ def test_transposed_leaderboard_has_a_column_per_model_and_a_row_per_metric() ->
     from nftkit.results.records import LeaderboardRow
 
     rows = [
-        LeaderboardRow("shapes", "tuned", "a" * 32, None, {"overall": 0.41, "position": 0.21},
-                       {"overall": True, "position": True}, 120),
+        LeaderboardRow(
+            "shapes",
+            "tuned",
+            "a" * 32,
+            None,
+            {"overall": 0.41, "position": 0.21},
+            {"overall": True, "position": True},
+            120,
+        ),
         LeaderboardRow("shapes", "base", "b" * 32, None, {"overall": 0.19}, {"overall": True}, 120),
     ]
     table = transposed_table(rows)

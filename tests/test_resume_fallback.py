@@ -28,11 +28,14 @@ pytest_plugins = ["tests.test_crash_resume"]  # its shapes_model / shapes_straig
 
 
 def _save(root: Path, step: int) -> Path:
-    tensors = {name: {"w": torch.full((2,), float(step))}
-               for name in ("adapter_default", "adapter_old", "ema", "optimizer")}
+    tensors = {
+        name: {"w": torch.full((2,), float(step))}
+        for name in ("adapter_default", "adapter_old", "ema", "optimizer")
+    }
     state = {"algo": "nft", "epoch": step, "global_step": 2 * step, "history": []}
-    return ckpt.save_checkpoint(root, step, tensors,
-                                {"trainer_state": state, "optimizer_meta": {"param_groups": []}})
+    return ckpt.save_checkpoint(
+        root, step, tensors, {"trainer_state": state, "optimizer_meta": {"param_groups": []}}
+    )
 
 
 def _truncate(path: Path) -> None:
@@ -49,9 +52,11 @@ def _bad_json(path: Path) -> None:
     (path / "trainer_state.json").write_text('{"epoch": 2, "global_st')
 
 
-DAMAGE = {"truncated-safetensors": (_truncate, "adapter_default.safetensors"),
-          "missing-file": (_delete, "ema.safetensors: missing"),
-          "bad-json": (_bad_json, "trainer_state.json")}
+DAMAGE = {
+    "truncated-safetensors": (_truncate, "adapter_default.safetensors"),
+    "missing-file": (_delete, "ema.safetensors: missing"),
+    "bad-json": (_bad_json, "trainer_state.json"),
+}
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))

@@ -34,7 +34,10 @@ def judge(meta: dict[str, Any], dets: list[GenevalDetection]) -> Any:
 
 def test_thresholds_are_strict_and_counting_uses_0_9() -> None:
     dets = [det("cat", score=0.5), det("cat", score=0.3), det("dog", score=0.91)]
-    assert {k: len(v) for k, v in kept_detections(dets, "single_object").items()} == {"cat": 1, "dog": 1}
+    assert {k: len(v) for k, v in kept_detections(dets, "single_object").items()} == {
+        "cat": 1,
+        "dog": 1,
+    }
     assert {k: len(v) for k, v in kept_detections(dets, "counting").items()} == {"dog": 1}
     meta = {"tag": "counting", "include": [{"class": "cat", "count": 1}]}
     assert not judge(meta, dets).correct  # 0.5 does not pass the counting threshold
@@ -136,7 +139,10 @@ def test_instances_from_logits_follows_mmdet_postprocessing() -> None:
     assert dets[0].score == pytest.approx(float(prob * mask_score), rel=1e-5)
     ys, xs = np.nonzero(binary.numpy())
     assert dets[0].box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    assert instances_from_logits(class_logits, mask_logits, (8, 8), (8, 8), (8, 8), 0.99, classes) == []
+    assert (
+        instances_from_logits(class_logits, mask_logits, (8, 8), (8, 8), (8, 8), 0.99, classes)
+        == []
+    )
 
 
 def test_masked_crop_pastes_on_999999_and_crops() -> None:
@@ -156,8 +162,10 @@ class FakeDetector:
     def detect(self, images: list, min_scores: list[float]) -> list[list[GenevalDetection]]:
         self.seen.extend(min_scores)
         return [
-            [GenevalDetection(d.cls, d.box, d.score, np.ones((im.height, im.width), bool))
-             for d in self.dets]
+            [
+                GenevalDetection(d.cls, d.box, d.score, np.ones((im.height, im.width), bool))
+                for d in self.dets
+            ]
             for im in images
         ]
 
@@ -167,7 +175,9 @@ class FakeColors:
         return ["red", "blue"][: len(crops)]
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("partial", 0.75), ("strict", 0.0), ("official", 0.0)])
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("partial", 0.75), ("strict", 0.0), ("official", 0.0)]
+)
 def test_reward_wires_detector_colors_and_modes(mode: str, expected: float) -> None:
     reward = GenevalReward(mode=mode)
     detector = FakeDetector([det("car", (0, 0, 2, 2)), det("car", (2, 2, 4, 4))])

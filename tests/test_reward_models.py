@@ -63,13 +63,17 @@ def test_tensor_and_pil_inputs_agree(tiny_weights: Path) -> None:
     reward = create_reward("clipscore", weights_dir=tiny_weights)
     from nftkit.images import to_pil
 
-    torch.testing.assert_close(reward(tensor, ["a", "b"]).scores, reward(to_pil(tensor), ["a", "b"]).scores)
+    torch.testing.assert_close(
+        reward(tensor, ["a", "b"]).scores, reward(to_pil(tensor), ["a", "b"]).scores
+    )
 
 
 def test_options_rescale_the_same_model(tiny_weights: Path) -> None:
     images, prompts = sample_images(2), ["a red cat", "a dog"]
     raw = create_reward("pickscore", weights_dir=tiny_weights)(images, prompts).scores
-    scaled = create_reward("pickscore", weights_dir=tiny_weights, training_scale=True)(images, prompts)
+    scaled = create_reward("pickscore", weights_dir=tiny_weights, training_scale=True)(
+        images, prompts
+    )
     torch.testing.assert_close(scaled.scores, raw / 26.0)
     cos = create_reward("clipscore", weights_dir=tiny_weights)(images, prompts).scores
     hessel = create_reward("clipscore", weights_dir=tiny_weights, hessel=True)(images, prompts)

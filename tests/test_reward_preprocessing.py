@@ -65,8 +65,10 @@ def test_hps_resizes_longest_side_and_pads_with_black(width: int, height: int) -
     scale = 224 / max(width, height)
     new_w, new_h = round(width * scale), round(height * scale)
     canvas = Image.new("RGB", (224, 224), (0, 0, 0))
-    resized = image if (new_w, new_h) == (width, height) else image.resize(
-        (new_w, new_h), Image.Resampling.BICUBIC
+    resized = (
+        image
+        if (new_w, new_h) == (width, height)
+        else image.resize((new_w, new_h), Image.Resampling.BICUBIC)
     )
     canvas.paste(resized, ((224 - new_w) // 2, (224 - new_h) // 2))
     got = resize_longest_and_pad(image, 224)

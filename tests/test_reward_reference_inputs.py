@@ -154,7 +154,8 @@ def test_ensure_rgb_modes() -> None:
     a = 77 / 255
     assert ensure_rgb(pixel, "drop").getpixel((0, 0)) == (100, 30, 200)
     assert ensure_rgb(pixel, "white-floor").getpixel((0, 0)) == tuple(
-        int(255 * (1 - a) + c * a) for c in (100, 30, 200))
+        int(255 * (1 - a) + c * a) for c in (100, 30, 200)
+    )
     assert ensure_rgb(pixel, "keep") is pixel
     assert ensure_rgb(pixel).getpixel((0, 0)) == white_composite(pixel).getpixel((0, 0))
     with pytest.raises(ValueError, match="alpha"):

@@ -20,18 +20,22 @@ class _Recording(Reward):
         super().__init__(**kwargs)
         self.calls: list[tuple[Any, list[str]]] = []
 
-    def score_batch(self, images: Any, prompts: list[str], metadata: list[dict[str, Any]]
-                    ) -> RewardOutput:
+    def score_batch(
+        self, images: Any, prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> RewardOutput:
         """Red * 1000 + height, details name the prompt."""
         if isinstance(images, torch.Tensor):
             self.calls.append((tuple(images.shape), list(prompts)))
             scores = images[:, 0, 0, 0] * 1000 + images.shape[2]
         else:
             self.calls.append(([im.size for im in images], list(prompts)))
-            scores = torch.tensor([im.getpixel((0, 0))[0] / 255 * 1000 + im.size[1]
-                                   for im in images])
-        return RewardOutput(scores, [{"prompt": p, "tag": m.get("tag")}
-                                     for p, m in zip(prompts, metadata, strict=True)])
+            scores = torch.tensor(
+                [im.getpixel((0, 0))[0] / 255 * 1000 + im.size[1] for im in images]
+            )
+        return RewardOutput(
+            scores,
+            [{"prompt": p, "tag": m.get("tag")} for p, m in zip(prompts, metadata, strict=True)],
+        )
 
 
 class _TensorRecording(_Recording):
@@ -55,8 +59,12 @@ def test_tensor_rewards_score_mixed_sizes_in_same_size_batches_in_input_order() 
     assert [d["prompt"] for d in out.details] == prompts
     assert [d["tag"] for d in out.details] == list(range(len(SIZES)))
     # 8 px: p0 p2 p3 (two batches of at most 2), 4 px: p1 p4, 16 px: p5
-    assert reward.calls == [((2, 3, 8, 8), ["p0", "p2"]), ((1, 3, 8, 8), ["p3"]),
-                            ((2, 3, 4, 4), ["p1", "p4"]), ((1, 3, 16, 16), ["p5"])]
+    assert reward.calls == [
+        ((2, 3, 8, 8), ["p0", "p2"]),
+        ((1, 3, 8, 8), ["p3"]),
+        ((2, 3, 4, 4), ["p1", "p4"]),
+        ((1, 3, 16, 16), ["p5"]),
+    ]
 
 
 def test_tensor_rewards_of_one_size_and_tensor_input_keep_plain_batching() -> None:
@@ -73,5 +81,7 @@ def test_pil_rewards_get_mixed_sizes_unchanged_in_order() -> None:
     out = reward(_images(), prompts)
     expected = [r / 255 * 1000 + s for r, s in zip(REDS, SIZES, strict=True)]
     assert out.scores.tolist() == pytest.approx(expected, rel=1e-6)
-    assert reward.calls == [([(8, 8), (4, 4), (8, 8), (8, 8)], ["p0", "p1", "p2", "p3"]),
-                            ([(4, 4), (16, 16)], ["p4", "p5"])]
+    assert reward.calls == [
+        ([(8, 8), (4, 4), (8, 8), (8, 8)], ["p0", "p1", "p2", "p3"]),
+        ([(4, 4), (16, 16)], ["p4", "p5"]),
+    ]

@@ -53,7 +53,9 @@ class ChatServer:
                 if caption == "bad":
                     self._send(200, b"<html>")
                     return
-                reply = {"choices": [{"message": {"role": "assistant", "content": ANSWERS[caption]}}]}
+                reply = {
+                    "choices": [{"message": {"role": "assistant", "content": ANSWERS[caption]}}]
+                }
                 self._send(200, json.dumps(reply).encode())
 
             def _send(self, status: int, data: bytes) -> None:

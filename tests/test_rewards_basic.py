@@ -46,8 +46,11 @@ def test_target_extraction() -> None:
 def test_ocr_correct_blank_and_typo(ocr: OcrReward) -> None:
     target = "Morning Coffee"
     prompt = f'a chalkboard that says "{target}"'
-    images = [render_text(target), Image.new("RGB", (512, 256), "white"),
-              render_text("Morning Toffee")]
+    images = [
+        render_text(target),
+        Image.new("RGB", (512, 256), "white"),
+        render_text("Morning Toffee"),
+    ]
     out = ocr(images, [prompt] * 3)
     assert out.scores.dtype == torch.float32 and out.scores.shape == (3,)
     correct, blank, typo = out.scores.tolist()

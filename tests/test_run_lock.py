@@ -18,12 +18,33 @@ import pytest
 from nftkit.train.run_lock import LOCK_FILE, RunFolderLocked, RunLock, lock_holder
 from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
 
-TINY = ["--steps", "1", "--quiet", "--set", "prompts_per_epoch=2", "--set", "group_size=2",
-        "--set", "num_steps=2", "--set", "sample_batch_size=4", "--set", "train_batch_size=4",
-        "--set", "max_train_timesteps=1", "--set", "lora_rank=2", "--set", "lora_alpha=4",
-        "--set", "policy.autocast_dtype=null"]
-HOLD = ("import sys; from nftkit.train.run_lock import RunLock; lock = RunLock(sys.argv[1]); "
-        "lock.acquire(); print('locked', flush=True); sys.stdin.read()")
+TINY = [
+    "--steps",
+    "1",
+    "--quiet",
+    "--set",
+    "prompts_per_epoch=2",
+    "--set",
+    "group_size=2",
+    "--set",
+    "num_steps=2",
+    "--set",
+    "sample_batch_size=4",
+    "--set",
+    "train_batch_size=4",
+    "--set",
+    "max_train_timesteps=1",
+    "--set",
+    "lora_rank=2",
+    "--set",
+    "lora_alpha=4",
+    "--set",
+    "policy.autocast_dtype=null",
+]
+HOLD = (
+    "import sys; from nftkit.train.run_lock import RunLock; lock = RunLock(sys.argv[1]); "
+    "lock.acquire(); print('locked', flush=True); sys.stdin.read()"
+)
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str):
@@ -41,8 +62,12 @@ def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *a
 
 
 def _hold(folder: Path) -> subprocess.Popen[str]:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     return holder
 
@@ -58,8 +83,19 @@ def test_second_resume_fails_at_once_naming_the_holder_then_works_after_kill_9(
     model = write_tiny_shapes_model(tmp_path / "model", tiny_shapes_config(8), seed=3)
     out = tmp_path / "run"
     db = f"sqlite:///{tmp_path / 'r.db'}"
-    args = ["--db", db, "train", "--model", str(model), "--rewards", "jpeg", "--prompts",
-            "shapes-train", "--output", str(out)]
+    args = [
+        "--db",
+        db,
+        "train",
+        "--model",
+        str(model),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        "shapes-train",
+        "--output",
+        str(out),
+    ]
     code, _, err = _cli(monkeypatch, capsys, *args, *TINY)
     assert code == 0, err
     assert lock_holder(out) is None and (out / LOCK_FILE).read_text() == ""  # released on exit

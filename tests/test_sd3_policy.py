@@ -34,8 +34,17 @@ def test_tiny_pipeline_has_every_component_in_diffusers_layout(tiny_sd3: Path) -
     from diffusers import StableDiffusion3Pipeline
 
     index = json.loads((tiny_sd3 / "model_index.json").read_text())
-    expected = {"transformer", "vae", "scheduler", "text_encoder", "text_encoder_2",
-                "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3"}
+    expected = {
+        "transformer",
+        "vae",
+        "scheduler",
+        "text_encoder",
+        "text_encoder_2",
+        "text_encoder_3",
+        "tokenizer",
+        "tokenizer_2",
+        "tokenizer_3",
+    }
     assert expected <= set(index)
     for name in expected - {"scheduler"} - {n for n in expected if n.startswith("tokenizer")}:
         assert any((tiny_sd3 / name).glob("*.safetensors")), name
@@ -53,18 +62,24 @@ def test_velocity_matches_the_pipeline_transformer_at_sigma(policy: SD3Policy) -
     pipe = policy.pipeline
     prompts = ["a red cube", "two dogs"]
     # 128 T5 tokens, DiffusionNFT's max_sequence_length (the policy's default)
-    embeds, _, pooled, _ = pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False,
-                                              max_sequence_length=128)
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        prompts, None, None, do_classifier_free_guidance=False, max_sequence_length=128
+    )
     cond = policy.encode_prompts(prompts)
     assert torch.equal(cond["prompt_embeds"], embeds)
     x = torch.randn(2, *policy.latent_shape, generator=torch.Generator().manual_seed(0))
     sigma = torch.tensor([0.8, 0.3])
     with torch.no_grad():
         ours = policy.velocity(x, sigma, cond, adapter=None)
-        theirs = pipe.transformer(hidden_states=x, timestep=sigma * 1000,
-                                  encoder_hidden_states=embeds, pooled_projections=pooled).sample
-        wrong = pipe.transformer(hidden_states=x, timestep=sigma, encoder_hidden_states=embeds,
-                                 pooled_projections=pooled).sample
+        theirs = pipe.transformer(
+            hidden_states=x,
+            timestep=sigma * 1000,
+            encoder_hidden_states=embeds,
+            pooled_projections=pooled,
+        ).sample
+        wrong = pipe.transformer(
+            hidden_states=x, timestep=sigma, encoder_hidden_states=embeds, pooled_projections=pooled
+        ).sample
     assert ours.dtype == torch.float32
     assert torch.allclose(ours, theirs, atol=1e-6)
     assert not torch.allclose(ours, wrong, atol=1e-4)  # the 1000x scale matters
@@ -74,8 +89,14 @@ def test_scheduler_sampling_reproduces_the_pipeline(policy: SD3Policy) -> None:
     pipe = policy.pipeline
     prompts = ["a red cube", "a blue car"]
     x_T = torch.randn(2, *policy.latent_shape, generator=torch.Generator().manual_seed(1))
-    expected = pipe(prompt=prompts, latents=x_T.clone(), num_inference_steps=4, guidance_scale=1.0,
-                    output_type="latent", max_sequence_length=128).images
+    expected = pipe(
+        prompt=prompts,
+        latents=x_T.clone(),
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        output_type="latent",
+        max_sequence_length=128,
+    ).images
     cond = policy.encode_prompts(prompts)
     ours = scheduler_sample(lambda x, t: policy.velocity(x, t, cond, None), x_T, pipe.scheduler, 4)
     assert torch.allclose(ours, expected, atol=1e-5)
@@ -99,12 +120,18 @@ def test_lora_targets_adapters_and_prompt_cache(tiny_sd3: Path) -> None:
     cond = policy.encode_prompts(["a red cube"])
     assert policy.cache.misses == 1
     cond_again = policy.encode_prompts(["a red cube"])
-    assert policy.cache.hits == 1 and torch.equal(cond["prompt_embeds"], cond_again["prompt_embeds"])
+    assert policy.cache.hits == 1 and torch.equal(
+        cond["prompt_embeds"], cond_again["prompt_embeds"]
+    )
     x, t = torch.randn(1, *policy.latent_shape), torch.tensor([0.5])
     with torch.no_grad():
-        base = policy.model(hidden_states=x, timestep=t * 1000, return_dict=False,
-                            encoder_hidden_states=cond["prompt_embeds"],
-                            pooled_projections=cond["pooled_projections"])[0]
+        base = policy.model(
+            hidden_states=x,
+            timestep=t * 1000,
+            return_dict=False,
+            encoder_hidden_states=cond["prompt_embeds"],
+            pooled_projections=cond["pooled_projections"],
+        )[0]
         v_none = policy.velocity(x, t, cond, adapter=None)
         v_old = policy.velocity(x, t, cond, adapter="old")
     v_default = policy.velocity(x, t, cond, adapter="default")
@@ -125,8 +152,19 @@ def test_model_names_resolve_to_sd3(tiny_sd3: Path) -> None:
 
 def test_missing_hub_weights_offline_is_one_clear_line(tmp_path: Path) -> None:
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = run_cli("train", "--model", "stabilityai/stable-diffusion-3.5-medium", "--rewards",
-                     "jpeg", "--prompts", "x.txt", "--output", str(tmp_path / "o"), "--quiet", env=env)
+    result = run_cli(
+        "train",
+        "--model",
+        "stabilityai/stable-diffusion-3.5-medium",
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        "x.txt",
+        "--output",
+        str(tmp_path / "o"),
+        "--quiet",
+        env=env,
+    )
     assert result.returncode == 1
     message = result.stderr.strip()
     assert message.count("\n") == 0

@@ -11,8 +11,9 @@ from nftkit.train.presets import PRESETS, get_preset, resolve_training_prompts
 from nftkit.train.stages import parse_stages, stage_at, total_epochs
 
 
-@pytest.mark.parametrize("name", ["sd35m-geneval", "sd35m-ocr", "sd35m-pickscore",
-                                  "sd35m-multireward"])
+@pytest.mark.parametrize(
+    "name", ["sd35m-geneval", "sd35m-ocr", "sd35m-pickscore", "sd35m-multireward"]
+)
 def test_sd35m_presets_follow_the_reference(name: str) -> None:
     preset = get_preset(name)
     config = preset.nft_config()
@@ -22,8 +23,12 @@ def test_sd35m_presets_follow_the_reference(name: str) -> None:
     assert (config.sample_batch_size, config.train_batch_size) == (9, 9)
     assert (config.lr, config.ref_weight, config.adv_clip) == (3e-4, 1e-4, 5.0)
     assert preset.policy["resolution"] == 512
-    beta = {"sd35m-geneval": 1.0, "sd35m-pickscore": 1.0, "sd35m-ocr": 0.1,
-            "sd35m-multireward": 0.1}[name]
+    beta = {
+        "sd35m-geneval": 1.0,
+        "sd35m-pickscore": 1.0,
+        "sd35m-ocr": 0.1,
+        "sd35m-multireward": 0.1,
+    }[name]
     assert config.beta == beta
     assert config.num_steps == (40 if name == "sd35m-multireward" else 10)
 

@@ -74,8 +74,14 @@ def test_the_grid_is_the_scheduler_s(policy: SD3Policy) -> None:
 
 def test_sampling_feeds_the_transformer_integer_timesteps(policy: SD3Policy) -> None:
     with transformer_timesteps(policy) as calls:
-        policy.sample(["a red cube"], torch.Generator().manual_seed(0), steps=4, solver="euler",
-                      adapter=None, return_latents=True)
+        policy.sample(
+            ["a red cube"],
+            torch.Generator().manual_seed(0),
+            steps=4,
+            solver="euler",
+            adapter=None,
+            return_latents=True,
+        )
     assert [dtype for dtype, _ in calls] == [torch.long] * 4
     assert [values[0] for _, values in calls] == sampling_timesteps(4)
 
@@ -95,8 +101,13 @@ def test_eval_generation_uses_the_grid_and_integer_timesteps(policy: SD3Policy) 
     from nftkit.eval import EvalSettings, generate
 
     with transformer_timesteps(policy) as calls:
-        generate(policy, ["a blue car"], [7], EvalSettings(steps=3, solver="euler", batch_size=1),
-                 adapter=None)
+        generate(
+            policy,
+            ["a blue car"],
+            [7],
+            EvalSettings(steps=3, solver="euler", batch_size=1),
+            adapter=None,
+        )
     assert [values[0] for _, values in calls] == sampling_timesteps(3)
     assert {dtype for dtype, _ in calls} == {torch.long}
 
@@ -114,11 +125,23 @@ def test_t5_encodes_128_tokens_by_default_and_is_configurable(policy: SD3Policy)
 
 def test_tiny_sd3_trains_on_the_scheduler_grid_with_128_t5_tokens(tmp_path: Path) -> None:
     policy = SD3Policy(build_tiny_sd3())
-    config = NFTConfig.from_dict(dict(
-        epochs=1, prompts_per_epoch=2, group_size=2, num_steps=3, sample_batch_size=4,
-        train_batch_size=2, samples_per_step=4, max_train_timesteps=2, lora_rank=2, lora_alpha=4,
-        lr=1e-2, seed=2, checkpoint_every=1,
-    ))
+    config = NFTConfig.from_dict(
+        dict(
+            epochs=1,
+            prompts_per_epoch=2,
+            group_size=2,
+            num_steps=3,
+            sample_batch_size=4,
+            train_batch_size=2,
+            samples_per_step=4,
+            max_train_timesteps=2,
+            lora_rank=2,
+            lora_alpha=4,
+            lr=1e-2,
+            seed=2,
+            checkpoint_every=1,
+        )
+    )
     prompts = [PromptItem(p) for p in PROMPTS]
     trainer = NFTTrainer(policy, RewardComposer("jpeg"), prompts, config, tmp_path / "run")
     np.testing.assert_allclose(trainer.ts.numpy(), formula_grid(3, 3.0), atol=1e-6)

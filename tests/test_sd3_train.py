@@ -26,9 +26,24 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _train(setup: dict[str, Path], out: Path, steps: int, *extra: str) -> dict:
-    result = run_cli("--db", f"sqlite:///{setup['root'] / 'r.db'}", "train", "--model",
-                     str(setup["model"]), "--rewards", "jpeg", "--prompts", str(setup["prompts"]),
-                     "--output", str(out), "--steps", str(steps), "--quiet", *TINY_NFT, *extra)
+    result = run_cli(
+        "--db",
+        f"sqlite:///{setup['root'] / 'r.db'}",
+        "train",
+        "--model",
+        str(setup["model"]),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        str(setup["prompts"]),
+        "--output",
+        str(out),
+        "--steps",
+        str(steps),
+        "--quiet",
+        *TINY_NFT,
+        *extra,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -61,9 +76,12 @@ def test_training_changes_the_lora_and_diffusers_loads_it(
     with torch.no_grad():
         ours = policy.velocity(x, t, cond, adapter="default")
         base = policy.velocity(x, t, cond, adapter=None)
-        theirs = pipe.transformer(hidden_states=x, timestep=t * 1000,
-                                  encoder_hidden_states=cond["prompt_embeds"],
-                                  pooled_projections=cond["pooled_projections"]).sample
+        theirs = pipe.transformer(
+            hidden_states=x,
+            timestep=t * 1000,
+            encoder_hidden_states=cond["prompt_embeds"],
+            pooled_projections=cond["pooled_projections"],
+        ).sample
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert not torch.allclose(ours, base, atol=1e-6)
 
@@ -85,8 +103,9 @@ def test_export_merge_writes_a_fused_pipeline(setup: dict[str, Path], straight_r
     from diffusers import StableDiffusion3Pipeline
 
     merged = setup["root"] / "merged"
-    result = run_cli("export", str(straight_run), "--merge", "--output", str(merged),
-                     "--dtype", "fp32")
+    result = run_cli(
+        "export", str(straight_run), "--merge", "--output", str(merged), "--dtype", "fp32"
+    )
     assert result.returncode == 0, result.stderr
     pipe = StableDiffusion3Pipeline.from_pretrained(merged)
     assert not any("lora" in k for k in pipe.transformer.state_dict())
@@ -95,9 +114,12 @@ def test_export_merge_writes_a_fused_pipeline(setup: dict[str, Path], straight_r
     x, t = torch.randn(2, *policy.latent_shape), torch.tensor([0.9, 0.2])
     with torch.no_grad():
         ours = policy.velocity(x, t, cond)
-        theirs = pipe.transformer(hidden_states=x, timestep=t * 1000,
-                                  encoder_hidden_states=cond["prompt_embeds"],
-                                  pooled_projections=cond["pooled_projections"]).sample
+        theirs = pipe.transformer(
+            hidden_states=x,
+            timestep=t * 1000,
+            encoder_hidden_states=cond["prompt_embeds"],
+            pooled_projections=cond["pooled_projections"],
+        ).sample
     assert torch.allclose(ours, theirs, atol=1e-5)
     lora_only = setup["root"] / "lora-only"
     assert run_cli("export", str(straight_run), "--output", str(lora_only)).returncode == 0
@@ -108,7 +130,7 @@ def test_staged_config_switches_rewards(setup: dict[str, Path], tmp_path: Path) 
     prompts = setup["prompts"]
     config = tmp_path / "stages.toml"
     config.write_text(
-        "[nft]\nnum_steps = 2\n\n[policy]\ndtype = \"float32\"\n\n"
+        '[nft]\nnum_steps = 2\n\n[policy]\ndtype = "float32"\n\n'
         f'[[stages]]\nname = "a"\nepochs = 1\nrewards = "jpeg"\nprompts = "{prompts}"\n\n'
         f'[[stages]]\nname = "b"\nepochs = 1\nrewards = "jpeg=2"\nprompts = "{prompts}"\n'
     )
@@ -122,12 +144,40 @@ def test_staged_config_switches_rewards(setup: dict[str, Path], tmp_path: Path) 
 def test_two_processes_share_the_global_std(setup: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     launcher = Path(sys.executable).parent / "accelerate"
-    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           "-m", "nftkit", "--db", f"sqlite:///{tmp_path / 'r.db'}", "train",
-           "--model", str(setup["model"]), "--rewards", "jpeg", "--prompts", str(setup["prompts"]),
-           "--output", str(out), "--steps", "2", "--quiet", *TINY_NFT,
-           "--set", "train_batch_size=2"]
+    cmd = [
+        str(launcher),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "nftkit",
+        "--db",
+        f"sqlite:///{tmp_path / 'r.db'}",
+        "train",
+        "--model",
+        str(setup["model"]),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        str(setup["prompts"]),
+        "--output",
+        str(out),
+        "--steps",
+        "2",
+        "--quiet",
+        *TINY_NFT,
+        "--set",
+        "train_batch_size=2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

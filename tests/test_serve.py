@@ -78,7 +78,9 @@ def call(
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    data = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else None)
+    data = (
+        raw if raw is not None else (json.dumps(payload).encode() if payload is not None else None)
+    )
     try:
         connection.request(method, path, body=data, headers=headers)
         response = connection.getresponse()
@@ -109,9 +111,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
     command = [
-        sys.executable, "-m", "nftkit", "serve", "jpeg,ocr", "--port", str(port),
-        "--token", TOKEN, "--max-batch", str(MAX_BATCH), "--max-wait-ms", "20",
-        "--max-body-mb", "1",
+        sys.executable,
+        "-m",
+        "nftkit",
+        "serve",
+        "jpeg,ocr",
+        "--port",
+        str(port),
+        "--token",
+        TOKEN,
+        "--max-batch",
+        str(MAX_BATCH),
+        "--max-wait-ms",
+        "20",
+        "--max-body-mb",
+        "1",
     ]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
@@ -132,7 +146,9 @@ def good_request(server: Server) -> None:
     """A valid /score request; the server must still answer it correctly."""
     image = noise_image(999)
     status, answer = call(
-        server.port, "POST", "/score",
+        server.port,
+        "POST",
+        "/score",
         {"reward": "jpeg", "prompts": ["p"], "images": [encode_image(image)]},
     )
     assert status == 200, answer
@@ -175,7 +191,11 @@ def test_jpeg_scores_through_server_equal_local(server: Server) -> None:
 
 def test_ocr_scores_through_server_equal_local(server: Server) -> None:
     images = [text_image("hello world"), text_image("nftkit serve"), text_image("hello world")]
-    prompts = ['a sign that says "hello world"', 'a poster with "nftkit serve"', 'a sign "hello wrld"']
+    prompts = [
+        'a sign that says "hello world"',
+        'a poster with "nftkit serve"',
+        'a sign "hello wrld"',
+    ]
     out = RemoteReward("ocr", server.url, token=TOKEN)(images, prompts)
     local = create_reward("ocr")(images, prompts)
     assert torch.equal(out.scores, local.scores)
@@ -206,7 +226,9 @@ def test_concurrent_clients_get_their_own_answers_in_shared_batches(server: Serv
                 failures.append(f"client {index} request {r}: {exc}")
                 continue
             if not torch.equal(got, expected):
-                failures.append(f"client {index} request {r}: {got.tolist()} != {expected.tolist()}")
+                failures.append(
+                    f"client {index} request {r}: {got.tolist()} != {expected.tolist()}"
+                )
             answered[index] += 1
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -240,7 +262,11 @@ IMAGE = encode_image(noise_image(7))
 BAD_REQUESTS = {
     "wrong token": (dict(token="nope"), 401, "wrong bearer token"),
     "no token": (dict(token=None), 401, "needs a bearer token"),
-    "oversized body": (dict(raw=b'{"images": ["' + b"A" * (1536 * 1024) + b'"]}'), 413, "byte limit"),
+    "oversized body": (
+        dict(raw=b'{"images": ["' + b"A" * (1536 * 1024) + b'"]}'),
+        413,
+        "byte limit",
+    ),
     "not json": (dict(raw=b"{oops"), 400, "not valid JSON"),
     "corrupt base64": (dict(images=["###"]), 400, "not valid base64"),
     "non-image bytes": (dict(images=[_b64(b"just some text, no image")]), 400, "not a PNG or JPEG"),
@@ -270,7 +296,9 @@ def test_bad_request_gets_a_clear_4xx_and_server_keeps_serving(server: Server, c
 def test_remote_reward_raises_server_message_on_4xx_without_retrying(server: Server) -> None:
     start = time.monotonic()
     with pytest.raises(NftkitError, match=r"HTTP 401.*wrong bearer token") as info:
-        RemoteReward("jpeg", server.url, token="nope", retries=3, backoff=2.0)([noise_image(1)], ["p"])
+        RemoteReward("jpeg", server.url, token="nope", retries=3, backoff=2.0)(
+            [noise_image(1)], ["p"]
+        )
     assert server.url in str(info.value)
     assert time.monotonic() - start < 2.0  # a 4xx is final: no backoff sleeps
     with pytest.raises(UsageError, match="does not serve 'pickscore'; it serves: jpeg, ocr"):
@@ -362,7 +390,9 @@ def test_client_gives_up_after_retries_naming_server_and_error(scripted: Any) ->
     url = f"http://127.0.0.1:{scripted.server_address[1]}"
     scripted.script = [(200, REWARDS_ANSWER)]  # then 500 "boom" forever
     remote = RemoteReward("dist", url, retries=2, backoff=0.01)
-    with pytest.raises(NftkitError, match=r"reward server failed: .* 3 attempt\(s\): HTTP 500: boom"):
+    with pytest.raises(
+        NftkitError, match=r"reward server failed: .* 3 attempt\(s\): HTTP 500: boom"
+    ):
         remote([noise_image(1)], ["a"])
     assert scripted.seen == 1 + 3
 
@@ -372,7 +402,10 @@ def test_non_loopback_host_without_token_refuses_to_start() -> None:
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
     result = subprocess.run(
         [sys.executable, "-m", "nftkit", "serve", "jpeg", "--host", "192.0.2.10", "--port", "8000"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

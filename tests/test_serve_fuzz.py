@@ -67,8 +67,7 @@ def test_fuzzed_bad_requests_get_4xx_json_errors_and_memory_stays_flat() -> None
 
 
 def _body(images: list[str]) -> bytes:
-    return json.dumps({"reward": "jpeg", "prompts": ["p"] * len(images),
-                       "images": images}).encode()
+    return json.dumps({"reward": "jpeg", "prompts": ["p"] * len(images), "images": images}).encode()
 
 
 def test_nested_json_is_a_400_not_a_crash() -> None:
@@ -106,9 +105,17 @@ def test_every_fuzz_case_builds_a_request_that_the_parser_refuses() -> None:
     rng = random.Random(3)
     served = {"jpeg"}
     limits = Limits(max_batch=fuzz.MAX_BATCH, max_body_bytes=fuzz.MAX_BODY_MB * 1024 * 1024)
-    for name in ("malformed-json", "not-an-object", "wrong-types", "missing-fields",
-                 "unknown-keys", "counts-past-limits", "truncated-image", "not-png-or-jpeg",
-                 "decompression-bomb"):
+    for name in (
+        "malformed-json",
+        "not-an-object",
+        "wrong-types",
+        "missing-fields",
+        "unknown-keys",
+        "counts-past-limits",
+        "truncated-image",
+        "not-png-or-jpeg",
+        "decompression-bomb",
+    ):
         for _ in range(6):
             probe = fuzz.CASES[name](rng)
             with pytest.raises(RequestError) as info:

@@ -169,7 +169,10 @@ def test_batcher_reports_a_failure_to_its_own_request_only() -> None:
         batcher.start()
         try:
             return await asyncio.gather(
-                *(batcher.submit([noise_image(i, (8 + i, 8))], [p], None) for i, p in enumerate(prompts)),
+                *(
+                    batcher.submit([noise_image(i, (8 + i, 8))], [p], None)
+                    for i, p in enumerate(prompts)
+                ),
                 return_exceptions=True,
             )
         finally:

@@ -174,7 +174,9 @@ def test_the_point_one_margin_rule() -> None:
     metadata = meta("position", "a photo of a circle left of a square")
     close = [det("circle", 10.5, 12.0), det("square", 12.0, 12.0)]
     v = judge(metadata, close)
-    assert not v.correct and v.reason == "expected circle left of target, found  target"  # empty set
+    assert (
+        not v.correct and v.reason == "expected circle left of target, found  target"
+    )  # empty set
 
 
 def test_every_pair_must_hold_the_relation() -> None:
@@ -209,7 +211,9 @@ def test_position_needs_its_reference() -> None:
 def test_details_hold_kept_boxes_per_class() -> None:
     dets = [det("circle", 1, 2, score=0.8), det("square", 20, 20, score=0.2)]
     v = judge(TWO, dets)
-    assert v.details == {"circle": [[1.0, 2.0, 9.0, 10.0, float(np.float32(0.8))]]}  # float32, 0.2 dropped
+    assert v.details == {
+        "circle": [[1.0, 2.0, 9.0, 10.0, float(np.float32(0.8))]]
+    }  # float32, 0.2 dropped
     assert v.reason == "expected square>=1, found 0"
 
 

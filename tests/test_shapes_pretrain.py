@@ -20,7 +20,9 @@ BY_PROMPT = {meta["prompt"]: meta for metas in POOL.values() for meta in metas}
 def _verdicts(p_correct: float, n: int = 48) -> list[bool]:
     pixels, prompts = training_pairs(np.random.default_rng(0), n, p_correct, POOL)
     images = ((pixels.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).round().astype(np.uint8)
-    return [judge_image(BY_PROMPT[p], image).correct for p, image in zip(prompts, images, strict=True)]
+    return [
+        judge_image(BY_PROMPT[p], image).correct for p, image in zip(prompts, images, strict=True)
+    ]
 
 
 def test_p_correct_decides_whether_images_satisfy_their_prompts() -> None:
@@ -30,8 +32,9 @@ def test_p_correct_decides_whether_images_satisfy_their_prompts() -> None:
 
 def test_task_weights_steer_the_task_mix() -> None:
     rng = np.random.default_rng(1)
-    _, only_position = training_pairs(rng, 32, 1.0, POOL, {t: 0.0 for t in ALL_TASKS}
-                                      | {"position": 1.0})
+    _, only_position = training_pairs(
+        rng, 32, 1.0, POOL, {t: 0.0 for t in ALL_TASKS} | {"position": 1.0}
+    )
     assert {BY_PROMPT[p]["tag"] for p in only_position} == {"position"}
     _, tilted = training_pairs(rng, 600, 1.0, POOL, {"color_attr": 5.0})
     share = np.mean([BY_PROMPT[p]["tag"] == "color_attr" for p in tilted])
@@ -41,8 +44,7 @@ def test_task_weights_steer_the_task_mix() -> None:
 
 
 def test_parse_task_weights_checks_names_and_numbers() -> None:
-    assert parse_task_weights("position=2, color_attr=1.5") == {"position": 2.0,
-                                                                "color_attr": 1.5}
+    assert parse_task_weights("position=2, color_attr=1.5") == {"position": 2.0, "color_attr": 1.5}
     with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'position'"):
         parse_task_weights("postion=2")
     with pytest.raises(argparse.ArgumentTypeError, match="not a number"):
@@ -50,8 +52,15 @@ def test_parse_task_weights_checks_names_and_numbers() -> None:
 
 
 def test_pretrain_writes_a_loadable_model_and_its_recipe(tmp_path) -> None:
-    stats = pretrain(tmp_path / "model", steps=2, batch_size=4, log_every=0, save_every=0,
-                     architecture={"channels": (8, 16, 16)}, task_weights={"position": 3.0})
+    stats = pretrain(
+        tmp_path / "model",
+        steps=2,
+        batch_size=4,
+        log_every=0,
+        save_every=0,
+        architecture={"channels": (8, 16, 16)},
+        task_weights={"position": 3.0},
+    )
     policy = ShapesPolicy.from_pretrained(tmp_path / "model", autocast_dtype=None)
     assert policy.model.config.channels == (8, 16, 16)
     recorded = json.loads((tmp_path / "model" / "training.json").read_text())
@@ -79,8 +88,11 @@ def _wake_coordinates(model) -> None:
 
 @pytest.mark.parametrize(
     ("change", "value", "wake"),
-    [("text_attention", True, _wake_text_attention), ("coordinates", True, _wake_coordinates),
-     ("mid_blocks", 2, _wake_mid_blocks)],
+    [
+        ("text_attention", True, _wake_text_attention),
+        ("coordinates", True, _wake_coordinates),
+        ("mid_blocks", 2, _wake_mid_blocks),
+    ],
 )
 def test_grow_adds_layers_without_changing_the_output(tmp_path, change, value, wake) -> None:
     import torch
@@ -98,17 +110,20 @@ def test_grow_adds_layers_without_changing_the_output(tmp_path, change, value, w
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([0.3, 0.8])
     cond = small.encode_prompts(["a photo of a red circle", "a photo of a blue square"])
     with torch.no_grad():
-        assert torch.allclose(grown.velocity(x, t, cond, None), small.velocity(x, t, cond, None),
-                              atol=1e-6)
+        assert torch.allclose(
+            grown.velocity(x, t, cond, None), small.velocity(x, t, cond, None), atol=1e-6
+        )
         wake(grown.model)  # the new weights, once trained, do change the output
-        assert not torch.allclose(grown.velocity(x, t, cond, None),
-                                  small.velocity(x, t, cond, None), atol=1e-4)
+        assert not torch.allclose(
+            grown.velocity(x, t, cond, None), small.velocity(x, t, cond, None), atol=1e-4
+        )
     grown.save_pretrained(tmp_path / "grown", dtype=torch.float32)
     loaded = ShapesPolicy.from_pretrained(tmp_path / "grown", autocast_dtype=None)
     assert getattr(loaded.model.config, change)
     with torch.no_grad():
-        assert torch.allclose(loaded.velocity(x, t, cond, None), grown.velocity(x, t, cond, None),
-                              atol=1e-6)
+        assert torch.allclose(
+            loaded.velocity(x, t, cond, None), grown.velocity(x, t, cond, None), atol=1e-6
+        )
     with pytest.raises(ValueError, match="text_attention"):
         grow(small, {"channels": (8, 8, 8)})
 
@@ -142,13 +157,16 @@ def test_grow_position_scale_acts_as_scaled_position_embeddings() -> None:
     with torch.no_grad():
         scaled.model.text.positions.mul_(40.0)
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([0.3, 0.8])
-    cond = small.encode_prompts(["a photo of a red circle and a blue square",
-                                 "a photo of a blue circle and a red square"])
+    cond = small.encode_prompts(
+        ["a photo of a red circle and a blue square", "a photo of a blue circle and a red square"]
+    )
     with torch.no_grad():
-        assert torch.allclose(grown.velocity(x, t, cond, None), scaled.velocity(x, t, cond, None),
-                              atol=1e-5)
-        assert not torch.allclose(grown.velocity(x, t, cond, None),
-                                  small.velocity(x, t, cond, None), atol=1e-4)
+        assert torch.allclose(
+            grown.velocity(x, t, cond, None), scaled.velocity(x, t, cond, None), atol=1e-5
+        )
+        assert not torch.allclose(
+            grown.velocity(x, t, cond, None), small.velocity(x, t, cond, None), atol=1e-4
+        )
 
 
 def test_shipped_base_is_small_and_its_recorded_recipe_builds_its_architecture() -> None:
@@ -161,9 +179,12 @@ def test_shipped_base_is_small_and_its_recorded_recipe_builds_its_architecture()
     stages = json.loads((folder / "training.json").read_text())["stages"]
     commands = " ".join(stage["command"] for stage in stages)
     assert stages[-1]["command"].split("--output ")[1].split()[0] == "nftkit/assets/shapes-base"
-    flags = {"text_attention": "--text-attention", "coordinates": "--coordinates",
-             "mid_blocks": f"--mid-blocks {config['mid_blocks']}",
-             "position_scale": f"--position-scale {config['position_scale']:g}"}
+    flags = {
+        "text_attention": "--text-attention",
+        "coordinates": "--coordinates",
+        "mid_blocks": f"--mid-blocks {config['mid_blocks']}",
+        "position_scale": f"--position-scale {config['position_scale']:g}",
+    }
     for field, flag in flags.items():
         changed = config[field] != getattr(ShapesModelConfig(vocab_size=1), field)
         assert (flag in commands) == changed, field

@@ -113,8 +113,9 @@ def test_loss_scale_is_adv_clip_over_beta() -> None:
     err = x_t - t[:, None] * v - x0
     per_sample = (err**2).mean(1) / err.abs().mean(1)
     expected = 3.0 * (per_sample / 0.5).mean()
-    loss, diag = nft_loss(v, v.clone(), None, x_t, x0, eps, t, r, beta=0.5, ref_weight=0.0,
-                          adv_clip=3.0)
+    loss, diag = nft_loss(
+        v, v.clone(), None, x_t, x0, eps, t, r, beta=0.5, ref_weight=0.0, adv_clip=3.0
+    )
     assert float(loss) == pytest.approx(float(expected), rel=1e-6)
     default, _ = nft_loss(v, v.clone(), None, x_t, x0, eps, t, r, beta=0.5, ref_weight=0.0)
     assert float(default) == pytest.approx(float(expected) * 5.0 / 3.0, rel=1e-6)

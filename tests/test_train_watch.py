@@ -27,14 +27,30 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_shapes_model(tmp_path_factory.mktemp("tiny-model"),
-                                   tiny_shapes_config(16), seed=1)
+    return write_tiny_shapes_model(
+        tmp_path_factory.mktemp("tiny-model"), tiny_shapes_config(16), seed=1
+    )
 
 
 def _train(db: str, model: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
-    return run_cli("--db", db, "train", "--model", str(model), "--rewards", "jpeg",
-                   "--prompts", "shapes-train", "--output", str(out), "--quiet", *SMALL_NFT,
-                   *extra, env={**ONE_THREAD, **(env or {})}, timeout=600)
+    return run_cli(
+        "--db",
+        db,
+        "train",
+        "--model",
+        str(model),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        "shapes-train",
+        "--output",
+        str(out),
+        "--quiet",
+        *SMALL_NFT,
+        *extra,
+        env={**ONE_THREAD, **(env or {})},
+        timeout=600,
+    )
 
 
 def _history(out: Path) -> list[dict[str, Any]]:
@@ -42,8 +58,11 @@ def _history(out: Path) -> list[dict[str, Any]]:
 
 
 def _eval_runs(store: ResultsStore, train_id: str) -> dict[int, Any]:
-    runs = [r for r in store.list_runs(kind="eval", limit=None)
-            if r.config.get("train_run_id") == train_id]
+    runs = [
+        r
+        for r in store.list_runs(kind="eval", limit=None)
+        if r.config.get("train_run_id") == train_id
+    ]
     return {int(r.config["train_epoch"]): r for r in runs}
 
 
@@ -85,8 +104,9 @@ class _Fixed:
         self.scores = torch.tensor(scores)
 
     def __call__(self, images: Any, prompts: Any, metadata: Any) -> ComposedScores:
-        return ComposedScores(total=self.scores.clone(), components={"r": self.scores.clone()},
-                              details={})
+        return ComposedScores(
+            total=self.scores.clone(), components={"r": self.scores.clone()}, details={}
+        )
 
 
 def test_watched_composer_statistics_and_monitor() -> None:
@@ -113,9 +133,23 @@ def watched(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     tmp = tmp_path_factory.mktemp("watched")
     db = f"sqlite:///{tmp / 'r.db'}"
     out = tmp / "run"
-    result = _train(db, tiny_model, out, "--steps", "3", "--eval-suite", "shapes",
-                    "--eval-every", "2", "--eval-limit", "1", "--log-with", "tensorboard",
-                    "--monitor", "jpeg")
+    result = _train(
+        db,
+        tiny_model,
+        out,
+        "--steps",
+        "3",
+        "--eval-suite",
+        "shapes",
+        "--eval-every",
+        "2",
+        "--eval-limit",
+        "1",
+        "--log-with",
+        "tensorboard",
+        "--monitor",
+        "jpeg",
+    )
     assert result.returncode == 0, result.stderr
     return db, out, result
 
@@ -155,20 +189,30 @@ def test_eval_during_training_tensorboard_and_monitor(watched: tuple[str, Path, 
             tags.setdefault(tag, {}).update({e.step: e.value for e in one.Scalars(tag)})
         if one.Tags()["images"]:
             acc = one
-    for key in ("reward_mean", "monitor/jpeg", "loss", "grad_norm", "lr", "eta",
-                "groups/zero_std_share", "ema_decay", "reward_raw/jpeg"):
+    for key in (
+        "reward_mean",
+        "monitor/jpeg",
+        "loss",
+        "grad_norm",
+        "lr",
+        "eta",
+        "groups/zero_std_share",
+        "ema_decay",
+        "reward_raw/jpeg",
+    ):
         assert key in tags, (key, sorted(tags))
         assert {row["step"]: row[key] for row in history} == pytest.approx(tags[key], rel=1e-5)
     for step in (1, 2, 3):  # 2 prompts x 4 images per epoch; wall-clock figures: trackers only
         assert tags["throughput/sample_images_per_s"][step] == pytest.approx(
-            8 / tags["time/sample_seconds"][step], rel=1e-4)
+            8 / tags["time/sample_seconds"][step], rel=1e-4
+        )
         assert tags["seconds_per_epoch"][step] == pytest.approx(
-            tags["time/sample_seconds"][step] + tags["time/train_seconds"][step], rel=1e-4)
+            tags["time/sample_seconds"][step] + tags["time/train_seconds"][step], rel=1e-4
+        )
         assert 0.05 < tags["memory/peak_rss_gib"][step] < 64  # a python + torch process
         assert 0 < tags["time/watch_seconds"][step] < tags["seconds_per_epoch"][step]
     assert "throughput/sample_images_per_s" not in history[0]
-    assert tags["eval/shapes/overall"] == pytest.approx(
-        {e: linked[(e, "overall")] for e in (2, 3)})
+    assert tags["eval/shapes/overall"] == pytest.approx({e: linked[(e, "overall")] for e in (2, 3)})
     assert "eval/shapes/samples" in acc.Tags()["images"]
     assert acc.Images("eval/shapes/samples")[0].width > 0
 
@@ -199,8 +243,7 @@ def test_stop_rule_stops_cleanly_with_checkpoint(tiny_model: Path, tmp_path: Pat
     db = f"sqlite:///{tmp_path / 'r.db'}"
     out = tmp_path / "run"
     # jpeg scores are negative (minus the compressed size): "jpeg<0" holds after epoch 0.
-    result = _train(db, tiny_model, out, "--steps", "5", "--monitor", "jpeg",
-                    "--stop-if", "jpeg<0")
+    result = _train(db, tiny_model, out, "--steps", "5", "--monitor", "jpeg", "--stop-if", "jpeg<0")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["epochs"] == 1 and "stopped by --stop-if 'jpeg<0'" in summary["stopped"]
@@ -232,8 +275,9 @@ def _wandb_values(run_file: Path, key: str) -> list[float]:
     tag 0x82 0x01), each length-prefixed (lengths here are < 128: one byte).
     """
     data = run_file.read_bytes()
-    pattern = re.compile(re.escape(b"\x12" + bytes([len(key)]) + key.encode() + b"\x82\x01")
-                         + b"(.)", re.DOTALL)
+    pattern = re.compile(
+        re.escape(b"\x12" + bytes([len(key)]) + key.encode() + b"\x82\x01") + b"(.)", re.DOTALL
+    )
     values = []
     for m in pattern.finditer(data):
         start = m.end()
@@ -254,7 +298,9 @@ def test_wandb_offline_and_mlflow_file_store(tiny_model: Path, tmp_path: Path) -
     for key in ("reward_mean", "loss", "grad_norm"):
         # each log writes a history record and updates the run summary: every value twice
         values = _wandb_values(run_file, key)
-        assert values[::2] == pytest.approx([r[key] for r in history]) and values[1::2] == values[::2]
+        assert (
+            values[::2] == pytest.approx([r[key] for r in history]) and values[1::2] == values[::2]
+        )
     (metrics,) = (out / "mlruns").glob("*/*/metrics")
     for key in ("reward_mean", "loss"):
         lines = (metrics / key).read_text().split()
@@ -263,8 +309,9 @@ def test_wandb_offline_and_mlflow_file_store(tiny_model: Path, tmp_path: Path) -
         assert logged == pytest.approx({r["step"]: r[key] for r in history})
 
 
-def test_training_report_and_compare(watched: tuple[str, Path, Any], tiny_model: Path,
-                                     tmp_path: Path) -> None:
+def test_training_report_and_compare(
+    watched: tuple[str, Path, Any], tiny_model: Path, tmp_path: Path
+) -> None:
     db, out, _ = watched
     page = tmp_path / "report.html"
     result = run_cli("--db", db, "report", str(out), "--output", str(page))
@@ -282,8 +329,9 @@ def test_training_report_and_compare(watched: tuple[str, Path, Any], tiny_model:
     other = tmp_path / "other"
     second = _train(db, tiny_model, other, "--steps", "2", "--seed", "7")
     assert second.returncode == 0, second.stderr
-    cmp = run_cli("--db", db, "compare", str(out), str(other), "--output",
-                  str(tmp_path / "cmp" / "c.html"))
+    cmp = run_cli(
+        "--db", db, "compare", str(out), str(other), "--output", str(tmp_path / "cmp" / "c.html")
+    )
     assert cmp.returncode == 0, cmp.stderr
     html_text = (tmp_path / "cmp" / "c.html").read_text()
     assert "<td>run</td><td>3</td>" in html_text and "<td>other</td><td>2</td>" in html_text

@@ -27,7 +27,8 @@ def test_templates_render_the_prompt() -> None:
         text = template.render("a red {cat}")
         assert "a red {cat}" in text and "{prompt}" not in text
     assert get_template("yes-prob").render("two dogs") == (
-        'Does this image show "two dogs"? Answer the question with Yes or No.')
+        'Does this image show "two dogs"? Answer the question with Yes or No.'
+    )
     assert get_template("unifiedreward").render("x").endswith("Text Caption: [x]")
     with pytest.raises(UsageError, match="choose one of"):
         get_template("nope")
@@ -40,7 +41,9 @@ def test_parsers_on_hand_written_answers() -> None:
     assert get_template("unifiedreward-2").parse(answer("Alignment Score (1-5): 4")) is None
     think = get_template("unifiedreward-think").parse(answer(THINK))
     assert think is not None and think.raw == 4.0 and think.score == pytest.approx(0.8)
-    assert get_template("unifiedreward-think").parse(answer("<think>Final Score: 3</think>")) is None
+    assert (
+        get_template("unifiedreward-think").parse(answer("<think>Final Score: 3</think>")) is None
+    )
     assert get_template("unifiedreward").parse(answer("Final Score: 2.5")).score == 0.5
     likert = get_template("likert")
     assert likert.parse(answer("4")).score == pytest.approx(0.75)
@@ -82,8 +85,12 @@ def judge(url: str, template: str, **kwargs):
 
 def test_every_template_through_the_loopback_server() -> None:
     image = Image.new("RGB", (40, 24), (200, 10, 10))
-    expected = {"unifiedreward-2": 9.5 / 15, "unifiedreward-think": 0.8, "yes-prob": 0.7,
-                "likert": 0.5}
+    expected = {
+        "unifiedreward-2": 9.5 / 15,
+        "unifiedreward-think": 0.8,
+        "yes-prob": 0.7,
+        "likert": 0.5,
+    }
     with FakeChatServer(responder) as server:
         for name, value in expected.items():
             out = judge(server.url, name)([image], ["a red cat"])
@@ -128,7 +135,8 @@ def test_concurrency_limit_is_respected() -> None:
         return Reply("2")
 
     with FakeChatServer(slow) as server:
-        out = judge(server.url, "likert", concurrency=2, timeout=2.0)([Image.new("RGB", (4, 4))] * 6,
-                                                                     ["p"] * 6)
+        out = judge(server.url, "likert", concurrency=2, timeout=2.0)(
+            [Image.new("RGB", (4, 4))] * 6, ["p"] * 6
+        )
     assert out.scores.tolist() == [0.25] * 6 and peak[0] == 2
     assert not math.isnan(out.scores.sum().item())

@@ -16,7 +16,8 @@ from tests.vlm_fake_server import FakeChatServer, deterministic_reply
 
 DPG_CSV = CSV + "".join(
     f"D{i},a scene {i},x,1,0,entity,whole,entity - whole (thing{i}),Is there a thing{i}?\n"
-    for i in range(2))
+    for i in range(2)
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,15 @@ def env(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Any:
         mp.setenv("NFTKIT_VLM_URL", server.url)
         mp.setenv("NFTKIT_VLM_MODEL", "fake-qwen3-vl")
         mp.setenv("NFTKIT_CACHE", str(root / "cache"))
-        yield {"root": root, "model": save_tiny_sd3(root / "tiny-sd3"), "server": server,
-               "prompts": {"geneval2": shared_data / "geneval2" / "geneval2_data.jsonl",
-                           "dpg": root / "dpg_bench.csv"}}
+        yield {
+            "root": root,
+            "model": save_tiny_sd3(root / "tiny-sd3"),
+            "server": server,
+            "prompts": {
+                "geneval2": shared_data / "geneval2" / "geneval2_data.jsonl",
+                "dpg": root / "dpg_bench.csv",
+            },
+        }
 
 
 def rows_from_results(output: Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -39,19 +46,45 @@ def rows_from_results(output: Path, keys: tuple[str, ...]) -> list[dict[str, Any
     for line in (output / "results.jsonl").read_text().splitlines():
         data = json.loads(line)
         path = Path(data["filename"])
-        rows.append({"prompt_id": path.parent.parent.name, "sample_index": int(path.stem),
-                     "scores": data["scores"], **{k: data[k] for k in keys if k in data}})
+        rows.append(
+            {
+                "prompt_id": path.parent.parent.name,
+                "sample_index": int(path.stem),
+                "scores": data["scores"],
+                **{k: data[k] for k in keys if k in data},
+            }
+        )
     return rows
 
 
 @pytest.mark.parametrize(("suite", "n_samples"), [("geneval2", 1), ("dpg", 4)])
-def test_eval_limit_4_and_summary_from_the_result_lines(env: Any, suite: str,
-                                                        n_samples: int) -> None:
+def test_eval_limit_4_and_summary_from_the_result_lines(
+    env: Any, suite: str, n_samples: int
+) -> None:
     output = env["root"] / f"out-{suite}"
-    result = CliRunner().invoke(app, [
-        "--db", f"sqlite:///{env['root'] / 'r.db'}", "eval", "--model", str(env["model"]),
-        "--suite", suite, "--prompts", str(env["prompts"][suite]), "--limit", "4",
-        "--steps", "2", "--batch-size", "4", "--output", str(output), "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "--db",
+            f"sqlite:///{env['root'] / 'r.db'}",
+            "eval",
+            "--model",
+            str(env["model"]),
+            "--suite",
+            suite,
+            "--prompts",
+            str(env["prompts"][suite]),
+            "--limit",
+            "4",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--output",
+            str(output),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["n_images"] == 4 * n_samples
@@ -69,14 +102,36 @@ def test_eval_limit_4_and_summary_from_the_result_lines(env: Any, suite: str,
 def test_leaderboard_has_the_new_suites_columns(env: Any) -> None:
     db = f"sqlite:///{env['root'] / 'r.db'}"
     for suite in ("geneval2", "dpg"):
-        CliRunner().invoke(app, [
-            "--db", db, "eval", "--model", str(env["model"]), "--suite", suite, "--prompts",
-            str(env["prompts"][suite]), "--limit", "1", "--steps", "1", "--json"])
+        CliRunner().invoke(
+            app,
+            [
+                "--db",
+                db,
+                "eval",
+                "--model",
+                str(env["model"]),
+                "--suite",
+                suite,
+                "--prompts",
+                str(env["prompts"][suite]),
+                "--limit",
+                "1",
+                "--steps",
+                "1",
+                "--json",
+            ],
+        )
     result = CliRunner().invoke(app, ["--db", db, "leaderboard", "--format", "csv"])
     assert result.exit_code == 0, result.output
     header = result.stdout.splitlines()[0].split(",")
-    for column in ("overall", "soft_tifa_am", "skill_count", "overall_corrected",
-                   "dropped_by_official", "entity"):
+    for column in (
+        "overall",
+        "soft_tifa_am",
+        "skill_count",
+        "overall_corrected",
+        "dropped_by_official",
+        "entity",
+    ):
         assert column in header, column
 
 
@@ -86,10 +141,25 @@ def test_geneval2_with_the_transformers_backend(env: Any, monkeypatch: pytest.Mo
     monkeypatch.setenv("NFTKIT_VLM_BACKEND", "transformers")
     monkeypatch.setenv("NFTKIT_VLM_MODEL", str(save_tiny_qwen2vl(env["root"] / "tiny-vlm")))
     served = len(env["server"].requests)
-    result = CliRunner().invoke(app, [
-        "--db", f"sqlite:///{env['root'] / 'local.db'}", "eval", "--model", str(env["model"]),
-        "--suite", "geneval2", "--prompts", str(env["prompts"]["geneval2"]), "--limit", "2",
-        "--steps", "1", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "--db",
+            f"sqlite:///{env['root'] / 'local.db'}",
+            "eval",
+            "--model",
+            str(env["model"]),
+            "--suite",
+            "geneval2",
+            "--prompts",
+            str(env["prompts"]["geneval2"]),
+            "--limit",
+            "2",
+            "--steps",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     metrics = json.loads(result.stdout.strip().splitlines()[-1])["metrics"]
     assert 0.0 < metrics["overall"] <= metrics["soft_tifa_am"] < 100.0  # GM <= AM
@@ -101,18 +171,49 @@ def test_vlm_options_choose_the_server_and_are_refused_elsewhere(env: Any) -> No
     output = env["root"] / "out-flags"
     with FakeChatServer(deterministic_reply) as other, pytest.MonkeyPatch.context() as mp:
         mp.setenv("NFTKIT_VLM_URL", "http://127.0.0.1:9/v1")  # nothing listens there
-        result = CliRunner().invoke(app, [
-            "--db", f"sqlite:///{env['root'] / 'flags.db'}", "eval", "--model",
-            str(env["model"]), "--suite", "geneval2", "--prompts",
-            str(env["prompts"]["geneval2"]), "--limit", "1", "--steps", "1", "--output",
-            str(output), "--vlm-url", other.url, "--vlm-model", "flag-model", "--json"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "--db",
+                f"sqlite:///{env['root'] / 'flags.db'}",
+                "eval",
+                "--model",
+                str(env["model"]),
+                "--suite",
+                "geneval2",
+                "--prompts",
+                str(env["prompts"]["geneval2"]),
+                "--limit",
+                "1",
+                "--steps",
+                "1",
+                "--output",
+                str(output),
+                "--vlm-url",
+                other.url,
+                "--vlm-model",
+                "flag-model",
+                "--json",
+            ],
+        )
         assert result.exit_code == 0, (result.output, result.exception)
         assert other.requests, "the server named by --vlm-url was not asked"
         assert {r["model"] for r in other.requests} == {"flag-model"}
     config = json.loads(result.stdout.strip().splitlines()[-1])
     assert config["n_images"] == 1
-    refused = CliRunner().invoke(app, [
-        "--db", f"sqlite:///{env['root'] / 'flags.db'}", "eval", "--model", str(env["model"]),
-        "--suite", "shapes", "--vlm-url", "http://127.0.0.1:9/v1"])
+    refused = CliRunner().invoke(
+        app,
+        [
+            "--db",
+            f"sqlite:///{env['root'] / 'flags.db'}",
+            "eval",
+            "--model",
+            str(env["model"]),
+            "--suite",
+            "shapes",
+            "--vlm-url",
+            "http://127.0.0.1:9/v1",
+        ],
+    )
     assert refused.exit_code != 0
     assert "--vlm-url" in str(refused.exception)

@@ -33,14 +33,22 @@ class Reply:
 
 def chat_json(text: str, top: dict[str, float]) -> dict[str, Any]:
     """An OpenAI chat-completions response; ``top`` becomes the first token's top_logprobs."""
-    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                              "finish_reason": "stop"}
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "finish_reason": "stop",
+    }
     if top:
         best = max(top, key=lambda t: top[t])
-        choice["logprobs"] = {"content": [{
-            "token": best, "logprob": math.log(top[best]),
-            "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in top.items()],
-        }]}
+        choice["logprobs"] = {
+            "content": [
+                {
+                    "token": best,
+                    "logprob": math.log(top[best]),
+                    "top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in top.items()],
+                }
+            ]
+        }
     return {"id": "fake", "object": "chat.completion", "choices": [choice]}
 
 

@@ -60,16 +60,20 @@ class Settings:
         return estimate_s + reserve_s < self.remaining()
 
 
-def parse_settings(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
-                   ) -> tuple[Settings, argparse.Namespace]:
+def parse_settings(
+    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> tuple[Settings, argparse.Namespace]:
     """Parse the common command line (--out, --dry-run, --budget) plus a part's own options."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--dry-run", action="store_true", help="tiny configs on the CPU")
     parser.add_argument("--budget", type=float, default=60.0, help="time box of this part (s)")
-    parser.add_argument("--device", default=None,
-                        help="default: cuda (cpu in a dry run); cpu without --dry-run runs the "
-                        "real-size code path, with configs from $NFTKIT_GPU_CONFIGS")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="default: cuda (cpu in a dry run); cpu without --dry-run runs the "
+        "real-size code path, with configs from $NFTKIT_GPU_CONFIGS",
+    )
     if extra is not None:
         extra(parser)
     args = parser.parse_args()
@@ -120,8 +124,10 @@ def build_on(device: torch.device, build: Callable[[], Any]) -> Any:
         with torch.device(device):
             return build()
     except Exception as exc:  # e.g. a numpy conversion of a tensor created on the GPU
-        print(f"building on {device} failed ({type(exc).__name__}: {exc}); building on the CPU",
-              flush=True)
+        print(
+            f"building on {device} failed ({type(exc).__name__}: {exc}); building on the CPU",
+            flush=True,
+        )
         return build()
 
 

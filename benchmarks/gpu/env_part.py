@@ -1,6 +1,6 @@
 """The machine part: device, versions, the policy families present, and the bf16 matmul ceiling.
 
-    python benchmarks/gpu/env_part.py --out DIR [--dry-run]
+python benchmarks/gpu/env_part.py --out DIR [--dry-run]
 """
 
 from __future__ import annotations
@@ -13,9 +13,21 @@ from typing import Any
 import torch
 from common import Recorder, load_configs, parse_settings, sync
 
-PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "open_clip_torch",
-            "timm", "onnxruntime", "rapidocr_onnxruntime", "sqlalchemy", "numpy", "pillow",
-            "nftkit")
+PACKAGES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "peft",
+    "accelerate",
+    "open_clip_torch",
+    "timm",
+    "onnxruntime",
+    "rapidocr_onnxruntime",
+    "sqlalchemy",
+    "numpy",
+    "pillow",
+    "nftkit",
+)
 POLICY_GROUP = "nftkit.policies"
 
 
@@ -67,21 +79,34 @@ def main() -> None:
     settings, _ = parse_settings(__doc__.split("\n")[0])
     rec = Recorder(settings, "env")
     device = settings.device
-    info: dict[str, Any] = {"dry_run": settings.dry_run, "versions": versions(),
-                            "cpu_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {
+        "dry_run": settings.dry_run,
+        "versions": versions(),
+        "cpu_threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(device=props.name, memory_gib=props.total_memory / 2**30,
-                    multiprocessors=props.multi_processor_count, cuda=torch.version.cuda,
-                    capability=f"{props.major}.{props.minor}")
+        info.update(
+            device=props.name,
+            memory_gib=props.total_memory / 2**30,
+            multiprocessors=props.multi_processor_count,
+            cuda=torch.version.cuda,
+            capability=f"{props.major}.{props.minor}",
+        )
     else:
         info["device"] = f"cpu ({platform.machine()})"
     rec.add("machine", info)
     rec.add("policy_families", policy_families())
     n = 256 if settings.dry_run else 8192
-    rec.add("matmul", {"n": n, "dtype": str(settings.dtype).replace("torch.", ""),
-                       "tflops": matmul_tflops(device, n, settings.dtype),
-                       "peak_used_for_mfu": load_configs()["peak_bf16_tflops"]})
+    rec.add(
+        "matmul",
+        {
+            "n": n,
+            "dtype": str(settings.dtype).replace("torch.", ""),
+            "tflops": matmul_tflops(device, n, settings.dtype),
+            "peak_used_for_mfu": load_configs()["peak_bf16_tflops"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,13 @@ def summary(junit: Path) -> dict[str, object]:
             if case.find("failure") is not None or case.find("error") is not None:
                 failing.append(f"{case.get('classname')}::{case.get('name')}")
     passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    return {"passed": passed, "failed": counts["failures"], "errors": counts["errors"],
-            "skipped": counts["skipped"], "failing": failing[:20]}
+    return {
+        "passed": passed,
+        "failed": counts["failures"],
+        "errors": counts["errors"],
+        "skipped": counts["skipped"],
+        "failing": failing[:20],
+    }
 
 
 def cuda_test_files(paths: list[str]) -> list[str]:
@@ -43,13 +48,17 @@ def cuda_test_files(paths: list[str]) -> list[str]:
     for path in paths:
         target = ROOT / path
         files = [target] if target.is_file() else sorted(target.rglob("test_*.py"))
-        found += [str(f.relative_to(ROOT)) for f in files
-                  if "mark.cuda" in f.read_text(encoding="utf-8", errors="replace")]
+        found += [
+            str(f.relative_to(ROOT))
+            for f in files
+            if "mark.cuda" in f.read_text(encoding="utf-8", errors="replace")
+        ]
     return found
 
 
 def main() -> None:
     """Run pytest -m cuda on PATHs (default: tests/) within the time box."""
+
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("paths", nargs="*", default=["tests"])
 
@@ -59,11 +68,21 @@ def main() -> None:
         junit = Path(tmp) / "junit.xml"
         files = cuda_test_files(args.paths)
         if not files:
-            rec.add("summary", {"returncode": "no test file uses the cuda marker",
-                                "files": files})
+            rec.add("summary", {"returncode": "no test file uses the cuda marker", "files": files})
             return
-        cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-               "--continue-on-collection-errors", f"--junitxml={junit}", *files]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "cuda",
+            "-p",
+            "no:cacheprovider",
+            "--continue-on-collection-errors",
+            f"--junitxml={junit}",
+            *files,
+        ]
         try:
             proc = subprocess.run(cmd, cwd=ROOT, timeout=max(settings.remaining() - 5, 5))
             returncode: int | str = proc.returncode

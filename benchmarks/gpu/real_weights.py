@@ -24,7 +24,9 @@ CLIP_L_DIR = "_clip_vit_l14"
 
 
 def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", STORE_DTYPE).contiguous() for k, v in module.state_dict().items()}
+    return {
+        k: v.detach().to("cpu", STORE_DTYPE).contiguous() for k, v in module.state_dict().items()
+    }
 
 
 def write_clip(folder: Path, cfg: dict[str, Any], device: torch.device, seed: int) -> Path:
@@ -37,17 +39,24 @@ def write_clip(folder: Path, cfg: dict[str, Any], device: torch.device, seed: in
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_clip_tokenizer()
-    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-           "pad_token_id": tokenizer.pad_token_id}
-    config = CLIPConfig(text_config={**cfg["text"], "vocab_size": cfg["vocab_size"], **ids},
-                        vision_config=cfg["vision"], projection_dim=cfg["projection_dim"])
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    config = CLIPConfig(
+        text_config={**cfg["text"], "vocab_size": cfg["vocab_size"], **ids},
+        vision_config=cfg["vision"],
+        projection_dim=cfg["projection_dim"],
+    )
     torch.manual_seed(seed)
     model = build_on(device, lambda: CLIPModel(config).eval())
     model.to(STORE_DTYPE).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     size = cfg["vision"]["image_size"]
-    CLIPImageProcessor(size={"shortest_edge": size},
-                       crop_size={"height": size, "width": size}).save_pretrained(folder)
+    CLIPImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    ).save_pretrained(folder)
     return folder
 
 
@@ -113,8 +122,12 @@ def write_imagereward(root: Path, cfg: dict[str, Any], device: torch.device) -> 
     write_bert_vocab(folder)
     (folder / MED_CONFIG).write_text(json.dumps(spec["med_config"], indent=2))
     torch.manual_seed(5)
-    blip = build_on(device, lambda: BlipForImageReward(
-        VitShape(**spec["vit"]), BertShape.from_config(spec["med_config"])))
+    blip = build_on(
+        device,
+        lambda: BlipForImageReward(
+            VitShape(**spec["vit"]), BertShape.from_config(spec["med_config"])
+        ),
+    )
     for name, param in blip.named_parameters():
         if name.endswith(("cls_token", "pos_embed")):
             torch.nn.init.normal_(param, std=0.02)
@@ -145,8 +158,10 @@ def write_geneval(root: Path, cfg: dict[str, Any], device: torch.device) -> None
         detector.mkdir(parents=True, exist_ok=True)
         names = list(GENEVAL_CLASSES)
         config = Mask2FormerConfig(
-            backbone_config=SwinConfig(**spec["backbone"]), **spec["model"],
-            num_labels=len(names), id2label=dict(enumerate(names)),
+            backbone_config=SwinConfig(**spec["backbone"]),
+            **spec["model"],
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)},
         )
         torch.manual_seed(6)

@@ -53,38 +53,61 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
     machine = env.get("machine", {})
     dry = parts.get("run", {}).get("settings", {}).get("dry_run", machine.get("dry_run"))
     lines = ["# nftkit GPU readiness run", ""]
-    title = "DRY RUN (tiny configs on the CPU; numbers describe the script, not a GPU)" if dry \
+    title = (
+        "DRY RUN (tiny configs on the CPU; numbers describe the script, not a GPU)"
+        if dry
         else f"device: {machine.get('device', '?')}"
+    )
     lines += [title, ""]
     if "matmul" in env:
         m = env["matmul"]
-        lines += [f"matmul {m['n']}^3 {m['dtype']}: {_fmt(m['tflops'])} TFLOP/s measured; MFU uses "
-                  f"{_fmt(m['peak_used_for_mfu'])} TFLOP/s", ""]
+        lines += [
+            f"matmul {m['n']}^3 {m['dtype']}: {_fmt(m['tflops'])} TFLOP/s measured; MFU uses "
+            f"{_fmt(m['peak_used_for_mfu'])} TFLOP/s",
+            "",
+        ]
     lines += ["## Parts", "", "| part | status |", "|---|---|"]
-    lines += [f"| {name} | {_status(part)} |" for name, part in sorted(parts.items())
-              if name != "run"]
+    lines += [
+        f"| {name} | {_status(part)} |" for name, part in sorted(parts.items()) if name != "run"
+    ]
     sample = parts.get("sd3-sample", {})
     model = sample.get("model", {}).get("model", "SD3")
-    lines += ["", f"## Sampling: {model} (10 dpm2 steps, CFG-free, VAE decode)", "",
-              "| batch | images/s | peak GiB |", "|---|---|---|"]
-    for key, row in sorted(sample.items(), key=lambda kv: kv[1].get("batch", 0)
-                           if isinstance(kv[1], dict) else 0):
+    lines += [
+        "",
+        f"## Sampling: {model} (10 dpm2 steps, CFG-free, VAE decode)",
+        "",
+        "| batch | images/s | peak GiB |",
+        "|---|---|---|",
+    ]
+    for key, row in sorted(
+        sample.items(), key=lambda kv: kv[1].get("batch", 0) if isinstance(kv[1], dict) else 0
+    ):
         if key.startswith("batch_"):
             note = "OOM" if row.get("oom") else row.get("skipped")
-            lines.append(f"| {row['batch']} | {note or _fmt(row.get('images_per_s'))} | "
-                         f"{_fmt(row.get('peak_memory_gib'))} |")
+            lines.append(
+                f"| {row['batch']} | {note or _fmt(row.get('images_per_s'))} | "
+                f"{_fmt(row.get('peak_memory_gib'))} |"
+            )
     if "best" in sample:
-        lines.append(f"\nbest batch: {sample['best']['batch']} "
-                     f"({_fmt(sample['best']['images_per_s'])} images/s)")
+        lines.append(
+            f"\nbest batch: {sample['best']['batch']} "
+            f"({_fmt(sample['best']['images_per_s'])} images/s)"
+        )
     train = parts.get("sd3-train", {})
     flops = train.get("flops", {})
-    lines += ["", "## One NFT optimizer step (LoRA r32)", "",
-              f"model: {train.get('model', {}).get('model', '-')}, batch "
-              f"{train.get('model', {}).get('batch', '-')}, trained timesteps "
-              f"{train.get('model', {}).get('trained_timesteps', '-')}; counted "
-              f"{_fmt(flops.get('step_tflop'))} TFLOP per step "
-              f"({_fmt(flops.get('step_over_forward'))} forwards' worth)", "",
-              "| gradient checkpointing | s/step | peak GiB | TFLOP/s | MFU |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## One NFT optimizer step (LoRA r32)",
+        "",
+        f"model: {train.get('model', {}).get('model', '-')}, batch "
+        f"{train.get('model', {}).get('batch', '-')}, trained timesteps "
+        f"{train.get('model', {}).get('trained_timesteps', '-')}; counted "
+        f"{_fmt(flops.get('step_tflop'))} TFLOP per step "
+        f"({_fmt(flops.get('step_over_forward'))} forwards' worth)",
+        "",
+        "| gradient checkpointing | s/step | peak GiB | TFLOP/s | MFU |",
+        "|---|---|---|---|---|",
+    ]
     for key, label in (("checkpointing_off", "off"), ("checkpointing_on", "on")):
         row = train.get(key)
         if row is None:
@@ -92,13 +115,19 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
         elif row.get("oom"):
             lines.append(f"| {label} | OOM | | | |")
         else:
-            lines.append(f"| {label} | {_fmt(row.get('seconds_per_step'))} | "
-                         f"{_fmt(row.get('peak_memory_gib'))} | {_fmt(row.get('achieved_tflops'))} | "
-                         f"{_fmt(row.get('mfu'))} |")
+            lines.append(
+                f"| {label} | {_fmt(row.get('seconds_per_step'))} | "
+                f"{_fmt(row.get('peak_memory_gib'))} | {_fmt(row.get('achieved_tflops'))} | "
+                f"{_fmt(row.get('mfu'))} |"
+            )
     size = "tiny checkpoints" if dry else "random init at real size"
-    lines += ["", f"## Reward throughput (images/s; {size})", "",
-              "| reward | batch | toolkit | score_batch | bare model | toolkit / model time | peak GiB |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## Reward throughput (images/s; {size})",
+        "",
+        "| reward | batch | toolkit | score_batch | bare model | toolkit / model time | peak GiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in REWARDS:
         part = parts.get(f"reward-{name}")
         if part is None:
@@ -115,7 +144,8 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
             lines.append(
                 f"| {name} | {row['batch']} | {_fmt(row['images_per_s'])} | "
                 f"{_fmt(row['score_batch_images_per_s'])} | {_fmt(row['model_images_per_s'])} | "
-                f"{_fmt(row['toolkit_over_model'])} | {_fmt(row.get('peak_memory_gib'))} |")
+                f"{_fmt(row['toolkit_over_model'])} | {_fmt(row.get('peak_memory_gib'))} |"
+            )
     ocr = parts.get("reward-ocr", {}).get("model", {})
     if ocr:
         lines.append(f"\nOCR runs on: {ocr.get('ocr_runs_on')} ({ocr.get('note', '')})")

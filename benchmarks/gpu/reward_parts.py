@@ -71,37 +71,52 @@ def make_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(out)
 
 
-def bare_forward(reward: Any, name: str, pil: list[Image.Image], prompts: list[str]
-                 ) -> tuple[Callable[[], Any], str]:
+def bare_forward(
+    reward: Any, name: str, pil: list[Image.Image], prompts: list[str]
+) -> tuple[Callable[[], Any], str]:
     """The model forward on preprocessed device inputs, and what it covers."""
     if name in ("pickscore", "clipscore", "aesthetic"):
         clip = reward._clip
         pixels, text = clip.pixel_values(pil), clip.text_inputs(prompts)
         if name == "aesthetic":
-            return (lambda: reward._head(l2_normalize(clip.image_embeds(pixels))),
-                    "CLIP image tower + MLP")
-        return (lambda: (clip.image_embeds(pixels), clip.text_embeds(text))), "CLIP image + text towers"
+            return (
+                lambda: reward._head(l2_normalize(clip.image_embeds(pixels))),
+                "CLIP image tower + MLP",
+            )
+        return (
+            lambda: (clip.image_embeds(pixels), clip.text_embeds(text))
+        ), "CLIP image + text towers"
     if name == "hpsv2":
         from nftkit.rewards.hpsv2 import hps_pixels
 
         model = reward._model
         pixels = hps_pixels(pil, reward._image_size).to(reward.device, reward.dtype)
         tokens = reward._tokenizer(prompts).to(reward.device)
-        return (lambda: (model.encode_image(pixels), model.encode_text(tokens))), "open_clip image + text"
+        return (
+            lambda: (model.encode_image(pixels), model.encode_text(tokens))
+        ), "open_clip image + text"
     if name == "imagereward":
         pixels, tokens = reward.pixels(pil), reward.tokens(prompts)
-        return (lambda: reward._head(reward._blip.text_features(
-            pixels, tokens["input_ids"], tokens["attention_mask"]).float())), "BLIP ViT + BERT + MLP"
+        return (
+            lambda: reward._head(
+                reward._blip.text_features(
+                    pixels, tokens["input_ids"], tokens["attention_mask"]
+                ).float()
+            )
+        ), "BLIP ViT + BERT + MLP"
     if name == "geneval":
         detector, clip = reward._detector, reward._colors.clip
         inputs = detector.processor(images=pil, return_tensors="pt")
         pixels = inputs["pixel_values"].to(reward.device, reward.dtype)
         crops = clip.pixel_values(pil)
-        return (lambda: (detector.model(pixel_values=pixels), clip.image_embeds(crops))), \
-            "Mask2Former forward + CLIP-L image tower on one crop per image"
+        return (
+            lambda: (detector.model(pixel_values=pixels), clip.image_embeds(crops))
+        ), "Mask2Former forward + CLIP-L image tower on one crop per image"
     if name == "ocr":
         arrays = [np.asarray(p) for p in pil]
-        return (lambda: [reward._engine(a) for a in arrays]), "RapidOCR engine per image (no scoring)"
+        return (
+            lambda: [reward._engine(a) for a in arrays]
+        ), "RapidOCR engine per image (no scoring)"
     raise ValueError(f"no bare forward for {name}")
 
 
@@ -110,9 +125,13 @@ def ocr_device() -> dict[str, Any]:
     import onnxruntime
 
     providers = onnxruntime.get_available_providers()
-    return {"onnxruntime": onnxruntime.__version__, "providers": providers,
-            "ocr_runs_on": "cpu", "note": "onnxruntime-gpu (244 MiB) does not fit the 64 MiB "
-            "carry limit; RapidOCR runs on the CPU cores"}
+    return {
+        "onnxruntime": onnxruntime.__version__,
+        "providers": providers,
+        "ocr_runs_on": "cpu",
+        "note": "onnxruntime-gpu (244 MiB) does not fit the 64 MiB "
+        "carry limit; RapidOCR runs on the CPU cores",
+    }
 
 
 def time_batch(reward: Any, name: str, images: torch.Tensor) -> tuple[dict[str, Any], float]:
@@ -129,15 +148,20 @@ def time_batch(reward: Any, name: str, images: torch.Tensor) -> tuple[dict[str, 
     with torch.inference_mode():
         model = timed(forward, device, reps + 1, warmup=reps - 1)
     row: dict[str, Any] = {
-        "batch": batch, "images_per_s": batch / toolkit,
-        "score_batch_images_per_s": batch / scored, "model_images_per_s": batch / model,
-        "toolkit_over_model": toolkit / model, "model_forward": covers,
+        "batch": batch,
+        "images_per_s": batch / toolkit,
+        "score_batch_images_per_s": batch / scored,
+        "model_images_per_s": batch / model,
+        "toolkit_over_model": toolkit / model,
+        "model_forward": covers,
         "score_mean": float(out.scores.mean()),
         "scores_finite": bool(torch.isfinite(out.scores).all()),
     }
     if name == "geneval":
-        kept = [sum(len(v) for v in d["details"].values()) if isinstance(d.get("details"), dict)
-                else 0 for d in out.details]
+        kept = [
+            sum(len(v) for v in d["details"].values()) if isinstance(d.get("details"), dict) else 0
+            for d in out.details
+        ]
         row["kept_detections_per_image"] = float(np.mean(kept))
     return row, 3 * toolkit + 3 * scored + 4 * model
 
@@ -152,15 +176,21 @@ def measure(settings: Settings, rec: Recorder, name: str) -> None:
     start = time.perf_counter()
     write_weights(root, name, device, dry)
     build_s = time.perf_counter() - start
-    reward = create_reward(name, weights_dir=root, device=device, dtype=settings.dtype,
-                           batch_size=max(batches))
+    reward = create_reward(
+        name, weights_dir=root, device=device, dtype=settings.dtype, batch_size=max(batches)
+    )
     start = time.perf_counter()
     reward.ensure_loaded()
     load_s = time.perf_counter() - start
     params = sum(p.numel() for m in _modules(reward) for p in m.parameters())
-    info: dict[str, Any] = {"checkpoint_build_s": build_s, "load_s": load_s, "params": params,
-                            "image_size": size, "dtype": str(settings.dtype).replace("torch.", ""),
-                            "real_size": not dry}
+    info: dict[str, Any] = {
+        "checkpoint_build_s": build_s,
+        "load_s": load_s,
+        "params": params,
+        "image_size": size,
+        "dtype": str(settings.dtype).replace("torch.", ""),
+        "real_size": not dry,
+    }
     if name == "ocr":
         info.update(ocr_device())
     rec.add("model", info)
@@ -200,6 +230,7 @@ def _modules(reward: Any) -> list[torch.nn.Module]:
 
 def main() -> None:
     """Measure the reward named on the command line."""
+
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("names", nargs="+", choices=NAMES)
 

@@ -54,16 +54,24 @@ def build_policy(settings: Settings) -> tuple[SD3Policy, dict[str, Any]]:
         real = load_configs()["sd3.5-medium"]
         text = real["text_embeddings"]
         config = TinySD3Config(
-            image_size=real["resolution"], t5_dim=text["t5_dim"],
+            image_size=real["resolution"],
+            t5_dim=text["t5_dim"],
             clip_projection_dim=text["clip_projection_dim"],
-            transformer=dict(real["transformer"]), vae=dict(real["vae"]),
+            transformer=dict(real["transformer"]),
+            vae=dict(real["vae"]),
         )
         resolution, seq = real["resolution"], text["max_sequence_length"]
         name = "sd3.5-medium size (random init)"
     pipeline = build_on(settings.device, lambda: build_tiny_sd3(config))
     autocast = None if settings.dry_run else torch.bfloat16
-    policy = SD3Policy(pipeline, device=settings.device, dtype=settings.dtype,
-                       resolution=resolution, autocast_dtype=autocast, max_sequence_length=seq)
+    policy = SD3Policy(
+        pipeline,
+        device=settings.device,
+        dtype=settings.dtype,
+        resolution=resolution,
+        autocast_dtype=autocast,
+        max_sequence_length=seq,
+    )
     info = {
         "model": name,
         "transformer_params": sum(p.numel() for p in policy.model.parameters()),
@@ -81,12 +89,21 @@ def build_policy(settings: Settings) -> tuple[SD3Policy, dict[str, Any]]:
 def make_trainer(policy: SD3Policy, batch: int, timesteps: int, workdir: Path) -> NFTTrainer:
     """NFTTrainer with the reference SD3.5-M settings (adds the two LoRA adapters)."""
     config = NFTConfig(
-        prompts_per_epoch=1, group_size=batch, num_steps=SAMPLE_STEPS, solver="dpm2", shift=3.0,
-        sample_batch_size=batch, train_batch_size=batch, max_train_timesteps=timesteps,
-        lora_rank=32, lora_alpha=64, beta=1.0,
+        prompts_per_epoch=1,
+        group_size=batch,
+        num_steps=SAMPLE_STEPS,
+        solver="dpm2",
+        shift=3.0,
+        sample_batch_size=batch,
+        train_batch_size=batch,
+        max_train_timesteps=timesteps,
+        lora_rank=32,
+        lora_alpha=64,
+        beta=1.0,
     )
-    return NFTTrainer(policy, RewardComposer("jpeg"), [PromptItem(p) for p in PROMPTS], config,
-                      output_dir=workdir)
+    return NFTTrainer(
+        policy, RewardComposer("jpeg"), [PromptItem(p) for p in PROMPTS], config, output_dir=workdir
+    )
 
 
 def sample_part(settings: Settings, rec: Recorder) -> None:
@@ -94,7 +111,9 @@ def sample_part(settings: Settings, rec: Recorder) -> None:
     policy, info = build_policy(settings)
     first_batch, timesteps = sizes(settings)
     with tempfile.TemporaryDirectory() as tmp:
-        make_trainer(policy, first_batch, timesteps, Path(tmp))  # sampling runs with the "old" adapter
+        make_trainer(
+            policy, first_batch, timesteps, Path(tmp)
+        )  # sampling runs with the "old" adapter
     rec.add("model", info)
     device = settings.device
 
@@ -105,8 +124,14 @@ def sample_part(settings: Settings, rec: Recorder) -> None:
 
     reset_peak(device)
     seconds = timed(lambda: run(first_batch), device, repeats=1 if settings.dry_run else 2)
-    first = {"batch": first_batch, "seconds": seconds, "images_per_s": first_batch / seconds,
-             "peak_memory_gib": peak_memory_gib(device), "steps": SAMPLE_STEPS, "solver": "dpm2"}
+    first = {
+        "batch": first_batch,
+        "seconds": seconds,
+        "images_per_s": first_batch / seconds,
+        "peak_memory_gib": peak_memory_gib(device),
+        "steps": SAMPLE_STEPS,
+        "solver": "dpm2",
+    }
     rec.add(f"batch_{first_batch}", first)
     rows = [first]
     candidates = [4] if settings.dry_run else [18, 36, 72, 144, 288]
@@ -114,8 +139,13 @@ def sample_part(settings: Settings, rec: Recorder) -> None:
     for batch in candidates:
         estimate = last["seconds"] * batch / last["batch"] * 2  # one warm-up + one timed run
         if not settings.fits(estimate):
-            rec.add(f"batch_{batch}", {"batch": batch, "skipped": f"estimated {estimate:.0f} s "
-                                       "does not fit the time box"})
+            rec.add(
+                f"batch_{batch}",
+                {
+                    "batch": batch,
+                    "skipped": f"estimated {estimate:.0f} s does not fit the time box",
+                },
+            )
             break
         reset_peak(device)
         try:
@@ -126,13 +156,23 @@ def sample_part(settings: Settings, rec: Recorder) -> None:
             free_memory(device)
             rec.add(f"batch_{batch}", {"batch": batch, "oom": True})
             break
-        last = {"batch": batch, "seconds": seconds, "images_per_s": batch / seconds,
-                "peak_memory_gib": peak_memory_gib(device)}
+        last = {
+            "batch": batch,
+            "seconds": seconds,
+            "images_per_s": batch / seconds,
+            "peak_memory_gib": peak_memory_gib(device),
+        }
         rec.add(f"batch_{batch}", last)
         rows.append(last)
     best = max(rows, key=lambda r: r["images_per_s"])
-    rec.add("best", {"batch": best["batch"], "images_per_s": best["images_per_s"],
-                     "peak_memory_gib": best["peak_memory_gib"]})
+    rec.add(
+        "best",
+        {
+            "batch": best["batch"],
+            "images_per_s": best["images_per_s"],
+            "peak_memory_gib": best["peak_memory_gib"],
+        },
+    )
 
 
 def epoch_batch(policy: SD3Policy, n: int) -> EpochBatch:
@@ -141,8 +181,11 @@ def epoch_batch(policy: SD3Policy, n: int) -> EpochBatch:
     generator = torch.Generator().manual_seed(1)
     return EpochBatch(
         x0=torch.randn((n, *policy.latent_shape), generator=generator),
-        cond=policy.encode_prompts(prompts), prompts=prompts, metadata=[{}] * n,
-        groups=[i % 3 for i in range(n)], rewards=torch.randn(n, generator=generator),
+        cond=policy.encode_prompts(prompts),
+        prompts=prompts,
+        metadata=[{}] * n,
+        groups=[i % 3 for i in range(n)],
+        rewards=torch.randn(n, generator=generator),
         components={},
     )
 
@@ -203,16 +246,24 @@ def train_part(settings: Settings, rec: Recorder) -> None:
                 free_memory(device)
                 rec.add(key, {"oom": True})
                 continue
-            row: dict[str, Any] = {"seconds_per_step": seconds,
-                                   "peak_memory_gib": peak_memory_gib(device)}
+            row: dict[str, Any] = {
+                "seconds_per_step": seconds,
+                "peak_memory_gib": peak_memory_gib(device),
+            }
             if flops is None and settings.fits(2 * seconds + 10):
                 flops = count_flops(trainer, batch)
                 forward = forward_flops(policy, n)
-                rec.add("flops", {"step_tflop": flops / 1e12, "forward_tflop": forward / 1e12,
-                                  "step_over_forward": flops / forward,
-                                  "flop_model_step_over_forward": 4 * timesteps,
-                                  "counted_with_checkpointing": checkpointing,
-                                  "peak_tflops": peak / 1e12})
+                rec.add(
+                    "flops",
+                    {
+                        "step_tflop": flops / 1e12,
+                        "forward_tflop": forward / 1e12,
+                        "step_over_forward": flops / forward,
+                        "flop_model_step_over_forward": 4 * timesteps,
+                        "counted_with_checkpointing": checkpointing,
+                        "peak_tflops": peak / 1e12,
+                    },
+                )
             if flops is not None:
                 row["achieved_tflops"] = flops / seconds / 1e12
                 row["mfu"] = None if settings.dry_run else flops / seconds / peak
@@ -223,6 +274,7 @@ def train_part(settings: Settings, rec: Recorder) -> None:
 
 def main() -> None:
     """Run the part named on the command line."""
+
     def extra(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("part", choices=["sample", "train"])
 

@@ -44,11 +44,31 @@ def demo(
     resume = (output / "train" / "checkpoints").is_dir()
     console.rule("1/3  DiffusionNFT training on the shapes world (CPU)")
     # Every parameter explicitly: a typer command called as a function gets no CLI defaults.
-    train(preset="shapes", algo=None, model=None, rewards=None, prompts=None,
-          output=output / "train", epochs=steps, steps=None, plan=False, processes=None,
-          resume=resume, seed=None, device="cpu", checkpoint_every=None, config_file=None,
-          overrides=None, quiet=False, eval_suite=None, eval_every=None, eval_limit=None,
-          log_with=None, monitor=None, stop_if=None)
+    train(
+        preset="shapes",
+        algo=None,
+        model=None,
+        rewards=None,
+        prompts=None,
+        output=output / "train",
+        epochs=steps,
+        steps=None,
+        plan=False,
+        processes=None,
+        resume=resume,
+        seed=None,
+        device="cpu",
+        checkpoint_every=None,
+        config_file=None,
+        overrides=None,
+        quiet=False,
+        eval_suite=None,
+        eval_every=None,
+        eval_limit=None,
+        log_with=None,
+        monitor=None,
+        stop_if=None,
+    )
     console.rule("2/3  held-out shapes suite: base vs tuned")
     store = ResultsStore(STATE.db)
     results = {}
@@ -57,8 +77,10 @@ def demo(
         policy = load_policy(model)
         report = run_evaluation(policy, evaluator, model, EvalSettings(steps=20), store=store)
         results[name] = report.metrics
-        console.print(f"{name}: overall {report.metrics['overall']:.3f} "
-                      f"({report.n_images} images, {report.seconds:.0f}s)")
+        console.print(
+            f"{name}: overall {report.metrics['overall']:.3f} "
+            f"({report.n_images} images, {report.seconds:.0f}s)"
+        )
     console.rule("3/3  leaderboard")
     leaderboard(suite="shapes", fmt="table", plot=output / "leaderboard.png")
     summary = {

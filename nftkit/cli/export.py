@@ -11,7 +11,10 @@ def export(
     run_dir: Path = typer.Argument(..., help="Training output folder written by `nftkit train`."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder to write."),
     merge: bool = typer.Option(
-        False, "--merge", "--merged", help="Fuse the EMA LoRA into the base model and save a full model."
+        False,
+        "--merge",
+        "--merged",
+        help="Fuse the EMA LoRA into the base model and save a full model.",
     ),
     dtype: str = typer.Option(
         None, help="Weights dtype of a merged export (default bf16 for diffusers, fp16 for shapes)."

@@ -13,9 +13,7 @@ from nftkit.cli.state import STATE
 
 def leaderboard(
     suite: str = typer.Option(None, "--suite", "-s", help="Only this suite."),
-    fmt: str = typer.Option(
-        "table", "--format", "-f", help="table, markdown, csv, json or html."
-    ),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, markdown, csv, json or html."),
     plot: Path = typer.Option(None, "--plot", help="Also draw a grouped bar chart to this PNG."),
 ) -> None:
     """Show one row per model with its latest metrics."""
@@ -31,7 +29,11 @@ def leaderboard(
     rendered = format_leaderboard(rows, fmt)
     if isinstance(rendered, Table):
         console = Console()
-        if console.measure(rendered, options=console.options.update_width(10_000)).maximum > console.width and len(rows) <= 8:
+        if (
+            console.measure(rendered, options=console.options.update_width(10_000)).maximum
+            > console.width
+            and len(rows) <= 8
+        ):
             rendered = transposed_table(rows)  # one column per model reads better than "…"
         console.print(rendered)
     else:

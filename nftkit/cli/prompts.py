@@ -9,8 +9,9 @@ import typer
 
 from nftkit.errors import NftkitError
 
-prompts_app = typer.Typer(help="Write prompt sets for training and evaluation.",
-                          no_args_is_help=True)
+prompts_app = typer.Typer(
+    help="Write prompt sets for training and evaluation.", no_args_is_help=True
+)
 
 
 @prompts_app.command("geneval")

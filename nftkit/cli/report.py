@@ -11,8 +11,9 @@ from nftkit.errors import UsageError
 
 
 def report(
-    run_id: str = typer.Argument(..., help="Run id (or a unique prefix of at least 4 digits), "
-                                 "or a training output folder."),
+    run_id: str = typer.Argument(
+        ..., help="Run id (or a unique prefix of at least 4 digits), or a training output folder."
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="HTML file to write."),
     max_samples: int = typer.Option(200, "--max-samples", help="Sample cards to include."),
 ) -> None:

@@ -22,8 +22,11 @@ def _pair_images_and_prompts(
     """Images (sorted by name, or as listed in a manifest) with their prompt records."""
     records = read_prompt_records(prompts) if prompts is not None else None
     if records is not None and all(r.image for r in records):
-        paths = [Path(r.image) if Path(r.image).is_absolute() else images_dir / r.image
-                 for r in records if r.image]
+        paths = [
+            Path(r.image) if Path(r.image).is_absolute() else images_dir / r.image
+            for r in records
+            if r.image
+        ]
         return paths, records
     if records is not None and any(r.image for r in records):
         raise InputError(f"{prompts}: either every manifest line has 'image' or none has")

@@ -13,9 +13,13 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on; non-loopback needs --token."),
     port: int = typer.Option(8000, help="TCP port."),
     token: str = typer.Option(
-        None, envvar="NFTKIT_SERVE_TOKEN", help="Bearer token clients must send (env NFTKIT_SERVE_TOKEN)."
+        None,
+        envvar="NFTKIT_SERVE_TOKEN",
+        help="Bearer token clients must send (env NFTKIT_SERVE_TOKEN).",
     ),
-    max_batch: int = typer.Option(64, help="Most images scored in one batch and sent in one request."),
+    max_batch: int = typer.Option(
+        64, help="Most images scored in one batch and sent in one request."
+    ),
     max_wait_ms: float = typer.Option(20.0, help="How long a batch waits for more requests (ms)."),
     max_body_mb: float = typer.Option(64.0, help="Largest request body accepted (MiB)."),
     device: str = typer.Option("cpu", help="Torch device for the reward models."),

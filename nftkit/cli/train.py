@@ -19,7 +19,8 @@ from nftkit.errors import UsageError
 def train(
     preset: str = typer.Option(None, "--preset", help="Named preset, e.g. 'shapes'."),
     algo: str = typer.Option(
-        None, "--algo",
+        None,
+        "--algo",
         help="Training algorithm: 'nft' (DiffusionNFT, the default) or 'grpo' (the FlowGRPO "
         "baseline). A preset brings its own (e.g. 'shapes-grpo').",
     ),
@@ -29,19 +30,26 @@ def train(
     prompts: str = typer.Option(None, "--prompts", help="Prompt source: suite name or file."),
     output: Path = typer.Option(None, "--output", "-o", help="Training output folder."),
     epochs: int = typer.Option(
-        None, "--epochs",
+        None,
+        "--epochs",
         help="Number of epochs (each: sample the epoch's images, then train on them).",
     ),
     steps: int = typer.Option(
-        None, "--steps", hidden=True, help="Deprecated alias of --epochs (it counts epochs).",
+        None,
+        "--steps",
+        hidden=True,
+        help="Deprecated alias of --epochs (it counts epochs).",
     ),
     plan: bool = typer.Option(
-        False, "--plan",
+        False,
+        "--plan",
         help="Print the derived layout (processes, per-GPU batches, gradient accumulation, "
         "optimizer steps, total images) and exit without loading a model.",
     ),
     processes: int = typer.Option(
-        None, "--processes", min=1,
+        None,
+        "--processes",
+        min=1,
         help="Plan for this many GPUs/processes (default: WORLD_SIZE from the launcher, else 1).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
@@ -49,28 +57,46 @@ def train(
     device: str = typer.Option("auto", help="Torch device; auto = cuda if available, else cpu."),
     checkpoint_every: int = typer.Option(None, help="Checkpoint every N epochs."),
     config_file: Path = typer.Option(
-        None, "--config",
+        None,
+        "--config",
         help="TOML file of training options (a [nft] or [grpo] table, or top-level keys), "
         "optional [policy] "
         "table (dtype, resolution, gradient_checkpointing, autocast_dtype, ...) and "
         "[[stages]] (name, epochs, rewards, prompts).",
     ),
     overrides: list[str] = typer.Option(
-        None, "--set",
+        None,
+        "--set",
         help="Training option (NFT or GRPO) as key=value, parsed to the option's type, repeatable; "
         "policy.KEY=VALUE sets a policy option (e.g. policy.dtype=bf16).",
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    eval_suite: str = typer.Option(None, "--eval-suite", help="Held-out suite evaluated on the "
-                                   "EMA weights (a preset brings its own); always at the end."),
+    eval_suite: str = typer.Option(
+        None,
+        "--eval-suite",
+        help="Held-out suite evaluated on the "
+        "EMA weights (a preset brings its own); always at the end.",
+    ),
     eval_every: int = typer.Option(None, "--eval-every", help="Also evaluate every N epochs."),
     eval_limit: int = typer.Option(None, "--eval-limit", help="Only the suite's first K prompts."),
-    log_with: str = typer.Option(None, "--log-with", help="Trackers: tensorboard, wandb, mlflow "
-                                 "or all (comma-separated); offline, under the output folder."),
-    monitor: str = typer.Option(None, "--monitor", help="Rewards scored on each epoch's samples "
-                                "and logged, never trained on, e.g. 'pickscore,aesthetic'."),
-    stop_if: list[str] = typer.Option(None, "--stop-if", help="Stop cleanly when a rule holds: "
-                                      "'pickscore<-1.0' or 'aesthetic drop>20%'; repeatable."),
+    log_with: str = typer.Option(
+        None,
+        "--log-with",
+        help="Trackers: tensorboard, wandb, mlflow "
+        "or all (comma-separated); offline, under the output folder.",
+    ),
+    monitor: str = typer.Option(
+        None,
+        "--monitor",
+        help="Rewards scored on each epoch's samples "
+        "and logged, never trained on, e.g. 'pickscore,aesthetic'.",
+    ),
+    stop_if: list[str] = typer.Option(
+        None,
+        "--stop-if",
+        help="Stop cleanly when a rule holds: "
+        "'pickscore<-1.0' or 'aesthetic drop>20%'; repeatable.",
+    ),
 ) -> None:
     """Train a model against the composed reward with DiffusionNFT (or --algo grpo)."""
     from nftkit.cli.validation import validate_train
@@ -98,9 +124,10 @@ def train(
         )
     options = typed_train_options(algo, _read_config(config_file), config_file, overrides or [])
     stages = options.pop("stages", None)
-    policy_options = {**(base.policy if base else {}),
-                      **{k.split(".", 1)[1]: options.pop(k) for k in list(options)
-                         if k.startswith("policy.")}}
+    policy_options = {
+        **(base.policy if base else {}),
+        **{k.split(".", 1)[1]: options.pop(k) for k in list(options) if k.startswith("policy.")},
+    }
     if isinstance(family, str):  # called as a function (demo), typer leaves an OptionInfo
         policy_options["family"] = family
     if stages is None and base is not None and not (rewards or prompts):
@@ -112,9 +139,17 @@ def train(
     epochs = epochs if epochs is not None else steps
     if epochs is not None and epochs < 1:
         raise UsageError("--epochs must be >= 1")
-    options.update({k: v for k, v in {"epochs": epochs, "seed": seed,
-                                      "checkpoint_every": checkpoint_every}.items()
-                    if v is not None})
+    options.update(
+        {
+            k: v
+            for k, v in {
+                "epochs": epochs,
+                "seed": seed,
+                "checkpoint_every": checkpoint_every,
+            }.items()
+            if v is not None
+        }
+    )
     config = base.train_config(**options) if base else make_config(algo, options)
     world = processes or int(os.environ.get("WORLD_SIZE", "1") or 1)
     layout = plan_layout(config, world)  # a layout that does not divide fails here, early
@@ -129,9 +164,12 @@ def train(
     device = resolve_device(device)
     watch = WatchOptions(
         eval_suite=eval_suite or (base.eval_suite if base and eval_every else None),
-        eval_every=eval_every, eval_limit=eval_limit,
+        eval_every=eval_every,
+        eval_limit=eval_limit,
         eval_settings=dict(base.eval_settings) if base and not eval_suite else {},
-        log_with=log_with, monitor=monitor, stop_if=list(stop_if or []),
+        log_with=log_with,
+        monitor=monitor,
+        stop_if=list(stop_if or []),
     )
     watch.check()  # bad watch options fail before anything loads
     spec = TrainSpec(
@@ -153,28 +191,40 @@ def train(
             f"{layout.epochs} epochs x {layout.steps_per_epoch} optimizer steps = "
             f"{layout.optimizer_steps} optimizer steps ({layout.samples_per_step} samples per "
             f"step: {world} process(es) x batch {layout.train_batch_size} x grad accum "
-            f"{layout.grad_accum})", err=True,
+            f"{layout.grad_accum})",
+            err=True,
         )
     progress = Progress(
-        TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("reward {task.fields[reward]}"), TimeElapsedColumn(),
-        console=console, disable=quiet,
+        TextColumn("[bold]train[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("reward {task.fields[reward]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
     )
     with progress:
         task = progress.add_task("train", total=spec.config.epochs, reward="-")
 
         def on_epoch(record: dict[str, Any]) -> None:
-            progress.update(task, completed=record["epoch"] + 1,
-                            reward=f"{record['reward_mean']:.3f}")
+            progress.update(
+                task, completed=record["epoch"] + 1, reward=f"{record['reward_mean']:.3f}"
+            )
 
         start = time.time()
-        summary = run_training(spec, db_url=STATE.db, on_epoch=on_epoch, resume=resume,
-                               on_resume=lambda e: progress.update(task, completed=e),
-                               on_start=lambda d: console.print(f"device: {d}"))
+        summary = run_training(
+            spec,
+            db_url=STATE.db,
+            on_epoch=on_epoch,
+            resume=resume,
+            on_resume=lambda e: progress.update(task, completed=e),
+            on_start=lambda d: console.print(f"device: {d}"),
+        )
     if summary.get("stopped"):
         console.print(summary["stopped"])
-    console.print(f"trained {summary['epochs']} epochs in {time.time() - start:.0f}s; "
-                  f"outputs in {output}")
+    console.print(
+        f"trained {summary['epochs']} epochs in {time.time() - start:.0f}s; outputs in {output}"
+    )
     typer.echo(json.dumps(summary))
 
 
@@ -191,8 +241,9 @@ def _read_config(path: Path | None) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML ({exc})") from exc
     table = "nft" if "nft" in data else "grpo"
-    options = dict(data.get(table, {k: v for k, v in data.items()
-                                    if k not in ("policy", "stages")}))
+    options = dict(
+        data.get(table, {k: v for k, v in data.items() if k not in ("policy", "stages")})
+    )
     for key, value in dict(data.get("policy", {})).items():
         options[f"policy.{key}"] = value
     if "stages" in data:

@@ -24,7 +24,9 @@ def check_device(device: str) -> None:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        raise UsageError(f"--device {device}: not a torch device; use cpu, cuda or cuda:N") from None
+        raise UsageError(
+            f"--device {device}: not a torch device; use cpu, cuda or cuda:N"
+        ) from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             why = "torch was built without CUDA" if torch.version.cuda is None else "no GPU visible"
@@ -164,8 +166,11 @@ def check_pipeline_folder(folder: Path) -> None:
         entries = json.loads(index.read_text())
     except (ValueError, OSError) as exc:
         raise MissingWeightsError(f"{index} is not valid JSON ({exc})") from exc
-    components = [k for k, v in entries.items() if not k.startswith("_")
-                  and isinstance(v, list) and len(v) == 2 and v[0] is not None]
+    components = [
+        k
+        for k, v in entries.items()
+        if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[0] is not None
+    ]
     missing = [k for k in components if not (folder / k).is_dir()]
     if missing:
         raise MissingWeightsError(
@@ -188,12 +193,16 @@ def check_hub_model_cached(repo_id: str) -> None:
     cache = hub_cache()
     if isinstance(try_to_load_from_cache(repo_id, "model_index.json", cache_dir=cache), str):
         return
-    provide = (f"run `huggingface-cli download {repo_id}` where the hub is reachable (or set "
-               "HF_HOME / HF_HUB_CACHE to the cache that has it), or pass --model DIR with a "
-               "diffusers folder (an offline test model: `nftkit debug make-tiny-sd3 DIR`)")
+    provide = (
+        f"run `huggingface-cli download {repo_id}` where the hub is reachable (or set "
+        "HF_HOME / HF_HUB_CACHE to the cache that has it), or pass --model DIR with a "
+        "diffusers folder (an offline test model: `nftkit debug make-tiny-sd3 DIR`)"
+    )
     if hub_offline():
-        raise MissingWeightsError(f"model '{repo_id}' is not in the Hugging Face cache {cache} "
-                                  f"and HF_HUB_OFFLINE is set: {provide}")
+        raise MissingWeightsError(
+            f"model '{repo_id}' is not in the Hugging Face cache {cache} "
+            f"and HF_HUB_OFFLINE is set: {provide}"
+        )
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     try:

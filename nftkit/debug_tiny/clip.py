@@ -41,9 +41,7 @@ def write_tiny_clip(folder: Path, seed: int = 0, image_size: int = 224) -> Path:
         "image_size": image_size,
         "patch_size": 32,
     }
-    config = CLIPConfig(
-        text_config=text, vision_config=vision, projection_dim=TINY_CLIP_PROJECTION
-    )
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=TINY_CLIP_PROJECTION)
     torch.manual_seed(seed)
     model = CLIPModel(config).eval()
     model.save_pretrained(folder, safe_serialization=True)

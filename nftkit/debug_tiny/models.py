@@ -14,10 +14,25 @@ from nftkit.debug_tiny.tokenizers import bert_vocab_tokens, write_bert_vocab
 TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {
     "model_cfg": {
         "embed_dim": 16,
-        "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16, "patch_size": 32},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+        "vision_cfg": {
+            "image_size": 224,
+            "layers": 2,
+            "width": 32,
+            "head_width": 16,
+            "patch_size": 32,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 2,
+        },
     },
-    "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+    "preprocess_cfg": {
+        "mean": [0.48145466, 0.4578275, 0.40821073],
+        "std": [0.26862954, 0.26130258, 0.27577711],
+    },
 }
 """open_clip hub-style config (``open_clip_config.json``) of the tiny HPS architecture; the
 text tower keeps CLIP's 49408-token vocabulary so that open_clip's own tokenizer applies."""
@@ -92,19 +107,35 @@ def write_tiny_mask2former(folder: Path, class_names: list[str], seed: int = 0) 
 
     folder.mkdir(parents=True, exist_ok=True)
     backbone = SwinConfig(
-        image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
-        window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"],
+        image_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        window_size=4,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
     )
     config = Mask2FormerConfig(
-        backbone_config=backbone, feature_size=32, mask_feature_size=32, hidden_dim=32,
-        encoder_feedforward_dim=64, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
-        dim_feedforward=64, num_queries=8, num_labels=len(class_names),
-        id2label=dict(enumerate(class_names)), label2id={n: i for i, n in enumerate(class_names)},
+        backbone_config=backbone,
+        feature_size=32,
+        mask_feature_size=32,
+        hidden_dim=32,
+        encoder_feedforward_dim=64,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_attention_heads=2,
+        dim_feedforward=64,
+        num_queries=8,
+        num_labels=len(class_names),
+        id2label=dict(enumerate(class_names)),
+        label2id={n: i for i, n in enumerate(class_names)},
     )
     torch.manual_seed(seed)
     model = Mask2FormerForUniversalSegmentation(config).eval()
     with torch.no_grad():  # confident classes, so that some random queries pass 0.3
         model.class_predictor.weight.mul_(40.0)
     model.save_pretrained(folder, safe_serialization=True)
-    Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(folder)
+    Mask2FormerImageProcessor(size={"shortest_edge": 64, "longest_edge": 128}).save_pretrained(
+        folder
+    )
     return folder

@@ -13,8 +13,15 @@ from typing import Any
 
 import torch
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
-                  "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
     "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
@@ -41,15 +48,23 @@ def tiny_qwen2vl_processor() -> Any:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(_CORPUS * 3, trainer)
-    tokenizer = Qwen2TokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>")
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
     images = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
-    return Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer,
-                            video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
+    return Qwen2VLProcessor(
+        image_processor=images,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def save_tiny_qwen2vl(path: str | Path, seed: int = 0) -> Path:
@@ -61,17 +76,35 @@ def save_tiny_qwen2vl(path: str | Path, seed: int = 0) -> Path:
     tok = processor.tokenizer
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2VLConfig(
-        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-                     "rope_scaling": {"type": "mrope", "mrope_section": [4, 2, 2]},
-                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-                     "pad_token_id": ids["<|endoftext|>"]},
-        vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2,
-                       "mlp_ratio": 2, "patch_size": 14, "spatial_merge_size": 2,
-                       "temporal_patch_size": 2, "in_channels": 3},
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+        text_config={
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "rope_scaling": {"type": "mrope", "mrope_section": [4, 2, 2]},
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 1,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "in_channels": 3,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
     )
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config).eval()
@@ -85,7 +118,7 @@ def _old_key(key: str) -> str:
     """This transformers' Qwen2-VL key -> the published (transformers 4.x) naming."""
     for new, old in (("model.language_model.", "model."), ("model.visual.", "visual.")):
         if key.startswith(new):
-            return old + key[len(new):]
+            return old + key[len(new) :]
     return key
 
 
@@ -104,9 +137,13 @@ def write_tiny_hpsv3(folder: str | Path, seed: int = 0) -> Path:
     model = Qwen2VLForConditionalGeneration(config)
     state = {_old_key(k): v.contiguous() for k, v in model.state_dict().items()}
     hidden = config.text_config.hidden_size
-    head = {"rm_head.0.weight": (16, hidden), "rm_head.0.bias": (16,),
-            "rm_head.layer_1.0.weight": (16, 16), "rm_head.layer_1.0.bias": (16,),
-            "rm_head.output_layer.weight": (2, 16)}
+    head = {
+        "rm_head.0.weight": (16, hidden),
+        "rm_head.0.bias": (16,),
+        "rm_head.layer_1.0.weight": (16, 16),
+        "rm_head.layer_1.0.bias": (16,),
+        "rm_head.output_layer.weight": (2, 16),
+    }
     for key, shape in head.items():
         state[key] = torch.randn(shape) * 0.5
     save_file(state, str(folder / "HPSv3.safetensors"))

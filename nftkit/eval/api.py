@@ -45,8 +45,10 @@ def _prepare_output(
     folders = [output] if is_main else []
     indices = sorted({it.prompt_index for it in mine}) if write_layout else []
     for index in indices:
-        folders += [layout.prompt_dir(output, index),
-                    layout.prompt_dir(output, index) / layout.SAMPLES_DIR]
+        folders += [
+            layout.prompt_dir(output, index),
+            layout.prompt_dir(output, index) / layout.SAMPLES_DIR,
+        ]
     layout.remove_temporaries(folders)
     if write_layout:
         for index, spec in {it.prompt_index: it.spec for it in mine}.items():
@@ -70,8 +72,11 @@ def _run(
     if output is not None:
         _prepare_output(output, evaluator, mine, dist.is_main, write_layout)
     done = session.done()
-    todo = [it for it in mine if it.key not in done
-            or (it.image_path is not None and not it.image_path.is_file())]
+    todo = [
+        it
+        for it in mine
+        if it.key not in done or (it.image_path is not None and not it.image_path.is_file())
+    ]
     counts = {"total": len(items), "skipped": len(mine) - len(todo)}
     finished = [counts["skipped"]]
 
@@ -124,23 +129,41 @@ def run_evaluation(
     items = generation_items(evaluator, settings, output)
     shift = policy_shift(policy) if settings.shift is None else settings.shift
     config = {
-        "suite": evaluator.name, "model": model_name, "n_samples": evaluator.samples_per_prompt,
-        "steps": settings.steps, "solver": settings.solver, "shift": shift, "cfg": settings.cfg,
-        "seed": settings.seed, "limit": settings.limit, "adapter": adapter,
-        "prompts_sha256": evaluator.fingerprint(), "suite_options": evaluator.settings(),
+        "suite": evaluator.name,
+        "model": model_name,
+        "n_samples": evaluator.samples_per_prompt,
+        "steps": settings.steps,
+        "solver": settings.solver,
+        "shift": shift,
+        "cfg": settings.cfg,
+        "seed": settings.seed,
+        "limit": settings.limit,
+        "adapter": adapter,
+        "prompts_sha256": evaluator.fingerprint(),
+        "suite_options": evaluator.settings(),
         "output_dir": str(output) if output is not None else None,
         **(extra_config or {}),
     }
-    session = EvalSession(evaluator, model_name, config, store,
-                          str(output) if output is not None else None, dist)
+    session = EvalSession(
+        evaluator, model_name, config, store, str(output) if output is not None else None, dist
+    )
     producer = PolicyImages(policy, settings, adapter)
     start = time.time()
-    result, counts = _run(evaluator, items, producer, session, output, settings.batch_size,
-                          progress)
+    result, counts = _run(
+        evaluator, items, producer, session, output, settings.batch_size, progress
+    )
     counts.update(producer.counts)
-    return EvalReport(session.run_id, evaluator.name, model_name, result.n, result.metrics, result,
-                      seconds=time.time() - start, counts=counts,
-                      output_dir=str(output) if output is not None else None)
+    return EvalReport(
+        session.run_id,
+        evaluator.name,
+        model_name,
+        result.n,
+        result.metrics,
+        result,
+        seconds=time.time() - start,
+        counts=counts,
+        output_dir=str(output) if output is not None else None,
+    )
 
 
 def score_images(
@@ -160,20 +183,33 @@ def score_images(
     output = Path(output_dir).resolve() if output_dir is not None else None
     model = model_name or str(path)
     config = {
-        "suite": evaluator.name, "model": model, "images": str(path), "n_images": len(items),
+        "suite": evaluator.name,
+        "model": model,
+        "images": str(path),
+        "n_images": len(items),
         "prompts_sha256": config_hash({"suite": evaluator.name, "lines": lines}),
         "suite_options": evaluator.settings(),
         "output_dir": str(output) if output is not None else None,
     }
-    session = EvalSession(evaluator, model, config, store,
-                          str(output) if output is not None else None, dist)
+    session = EvalSession(
+        evaluator, model, config, store, str(output) if output is not None else None, dist
+    )
     start = time.time()
-    result, counts = _run(evaluator, items, load_images, session, output, batch_size, progress,
-                          write_layout=False)
+    result, counts = _run(
+        evaluator, items, load_images, session, output, batch_size, progress, write_layout=False
+    )
     counts.update({"generated": 0, "reused": len(items) - counts["skipped"]})
-    return EvalReport(session.run_id, evaluator.name, model, result.n, result.metrics, result,
-                      seconds=time.time() - start, counts=counts,
-                      output_dir=str(output) if output is not None else None)
+    return EvalReport(
+        session.run_id,
+        evaluator.name,
+        model,
+        result.n,
+        result.metrics,
+        result,
+        seconds=time.time() - start,
+        counts=counts,
+        output_dir=str(output) if output is not None else None,
+    )
 
 
 def evaluate(
@@ -196,11 +232,26 @@ def evaluate(
     if (policy is None) == (images is None):
         raise UsageError("give a model to generate images, or --images DIR to score them")
     if images is not None:
-        return score_images(evaluator, images, model_name, store=store,
-                            batch_size=settings.batch_size, progress=progress,
-                            output_dir=output_dir, dist=dist)
+        return score_images(
+            evaluator,
+            images,
+            model_name,
+            store=store,
+            batch_size=settings.batch_size,
+            progress=progress,
+            output_dir=output_dir,
+            dist=dist,
+        )
     assert policy is not None
     if model_name is None:
         raise UsageError("name the model the images are generated with (--model)")
-    return run_evaluation(policy, evaluator, model_name, settings, store=store,
-                          progress=progress, output_dir=output_dir, dist=dist)
+    return run_evaluation(
+        policy,
+        evaluator,
+        model_name,
+        settings,
+        store=store,
+        progress=progress,
+        output_dir=output_dir,
+        dist=dist,
+    )

@@ -47,10 +47,12 @@ def generate(
     images: list[Image.Image] = []
     for start in range(0, len(prompts), settings.batch_size):
         chunk = slice(start, start + settings.batch_size)
-        noise = torch.stack([
-            torch.randn(policy.latent_shape, generator=torch.Generator().manual_seed(s))
-            for s in seeds[chunk]
-        ]).to(policy.device)
+        noise = torch.stack(
+            [
+                torch.randn(policy.latent_shape, generator=torch.Generator().manual_seed(s))
+                for s in seeds[chunk]
+            ]
+        ).to(policy.device)
         texts = prompts[chunk]
         cond = policy.encode_prompts(texts)
         if settings.cfg != 1.0:
@@ -60,8 +62,9 @@ def generate(
             if settings.cfg == 1.0:
                 return policy.velocity(x, t, c, adapter=adapter, **extra)
             both = torch.cat([t, t]) if t.dim() and t.shape[0] == x.shape[0] else t
-            v_uncond, v_cond = policy.velocity(torch.cat([x, x]), both, c, adapter=adapter,
-                                               **extra).chunk(2)
+            v_uncond, v_cond = policy.velocity(
+                torch.cat([x, x]), both, c, adapter=adapter, **extra
+            ).chunk(2)
             return v_uncond + settings.cfg * (v_cond - v_uncond)
 
         x0 = sample(velocity, noise, settings.steps, settings.solver, grid=grid)
@@ -92,8 +95,13 @@ class PolicyImages:
         missing = [i for i, image in enumerate(images) if image is None]
         self.counts["reused"] += len(items) - len(missing)
         if missing:
-            made = generate(self.policy, [items[i].spec.text for i in missing],
-                            [int(items[i].seed or 0) for i in missing], self.settings, self.adapter)
+            made = generate(
+                self.policy,
+                [items[i].spec.text for i in missing],
+                [int(items[i].seed or 0) for i in missing],
+                self.settings,
+                self.adapter,
+            )
             for i, image in zip(missing, made, strict=True):
                 path = items[i].image_path
                 if path is not None:

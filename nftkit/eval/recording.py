@@ -30,9 +30,13 @@ def row_to_record(row: dict[str, Any], evaluator: Evaluator) -> dict[str, Any]:
     if info:
         scores[INFO_KEY] = info
     return {
-        "prompt_id": row["prompt_id"], "sample_index": row["sample_index"],
-        "seed": row.get("seed"), "prompt": row["prompt"], "image_path": row.get("image_path"),
-        "scores": scores, "correct": row.get("correct"),
+        "prompt_id": row["prompt_id"],
+        "sample_index": row["sample_index"],
+        "seed": row.get("seed"),
+        "prompt": row["prompt"],
+        "image_path": row.get("image_path"),
+        "scores": scores,
+        "correct": row.get("correct"),
     }
 
 
@@ -42,9 +46,14 @@ def record_to_row(record: Any, evaluator: Evaluator) -> dict[str, Any]:
     scores = dict(get("scores") or {})
     info = scores.pop(INFO_KEY, {}) if evaluator.row_info_keys else {}
     return {
-        "prompt_id": get("prompt_id"), "sample_index": get("sample_index"), "seed": get("seed"),
-        "prompt": get("prompt"), "image_path": get("image_path"), "correct": get("correct"),
-        "scores": scores, **info,
+        "prompt_id": get("prompt_id"),
+        "sample_index": get("sample_index"),
+        "seed": get("seed"),
+        "prompt": get("prompt"),
+        "image_path": get("image_path"),
+        "correct": get("correct"),
+        "scores": scores,
+        **info,
     }
 
 
@@ -90,8 +99,9 @@ class EvalSession:
                 self.run_id, self.resumed = found.id, True
                 self.store.set_status(found.id, "running")
             else:
-                self.run_id = self.store.start_run("eval", self.model, self.config, suite=suite,
-                                                   output_dir=self.output_dir)
+                self.run_id = self.store.start_run(
+                    "eval", self.model, self.config, suite=suite, output_dir=self.output_dir
+                )
         self.dist.barrier()
         if not self.dist.is_main:
             found = self.store.find_run("eval", self.model, suite, digest, status="running")
@@ -119,7 +129,8 @@ class EvalSession:
             with self._lock:
                 for s in samples:
                     self._memory[(s["prompt_id"], s["sample_index"])] = record_to_row(
-                        s, self.evaluator)
+                        s, self.evaluator
+                    )
 
     def rows_for(self, keys: Iterable[tuple[str, int]]) -> list[dict[str, Any]]:
         """The recorded rows of ``keys``, in that order (missing ones raise NftkitError)."""
@@ -137,8 +148,9 @@ class EvalSession:
         """Log the final metrics and mark the run finished."""
         if self.store is None or self.run_id is None:
             return
-        self.store.log_metrics(self.run_id, self.evaluator.name, metrics, n=n,
-                               higher_is_better=higher_is_better)
+        self.store.log_metrics(
+            self.run_id, self.evaluator.name, metrics, n=n, higher_is_better=higher_is_better
+        )
         self.store.finish_run(self.run_id, status="finished")
 
     def fail(self, interrupted: bool = False) -> None:

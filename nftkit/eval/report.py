@@ -28,8 +28,13 @@ class EvalReport:
 
     def as_json(self) -> dict[str, Any]:
         """The CLI's JSON object."""
-        return {"run_id": self.run_id, "suite": self.suite, "model": self.model,
-                "n_images": self.n_images, "metrics": self.metrics}
+        return {
+            "run_id": self.run_id,
+            "suite": self.suite,
+            "model": self.model,
+            "n_images": self.n_images,
+            "metrics": self.metrics,
+        }
 
 
 def write_results_file(

@@ -26,14 +26,16 @@ Recorder = Callable[[list[dict[str, Any]]], None]
 class _Scorer(threading.Thread):
     """Scores queued batches and records their rows until it reads ``None``."""
 
-    def __init__(self, evaluator: Evaluator, record: Recorder,
-                 on_scored: Callable[[int], None] | None) -> None:
+    def __init__(
+        self, evaluator: Evaluator, record: Recorder, on_scored: Callable[[int], None] | None
+    ) -> None:
         super().__init__(name="nftkit-eval-scorer", daemon=True)
         self.evaluator = evaluator
         self.record = record
         self.on_scored = on_scored
-        self.jobs: queue.Queue[tuple[Sequence[EvalItem], list[Image.Image]] | None] = (
-            queue.Queue(maxsize=2))
+        self.jobs: queue.Queue[tuple[Sequence[EvalItem], list[Image.Image]] | None] = queue.Queue(
+            maxsize=2
+        )
         self.error: BaseException | None = None
         self.stopped = threading.Event()
 
@@ -54,9 +56,15 @@ class _Scorer(threading.Thread):
     def _score(self, items: Sequence[EvalItem], images: list[Image.Image]) -> None:
         rows = self.evaluator.score_samples(images, [it.spec for it in items])
         for item, row in zip(items, rows, strict=True):
-            row.update({"prompt_id": item.spec.id, "sample_index": item.sample_index,
-                        "seed": item.seed, "prompt": item.spec.text,
-                        "image_path": str(item.image_path) if item.image_path else None})
+            row.update(
+                {
+                    "prompt_id": item.spec.id,
+                    "sample_index": item.sample_index,
+                    "seed": item.seed,
+                    "prompt": item.spec.text,
+                    "image_path": str(item.image_path) if item.image_path else None,
+                }
+            )
         self.record(rows)
         if self.on_scored is not None:
             self.on_scored(len(rows))

@@ -79,8 +79,13 @@ def generation_items(
 ) -> list[EvalItem]:
     """The suite's images to generate, with seeds and (given ``output``) their PNG paths."""
     return [
-        EvalItem(i, spec, k, sample_seed(settings.seed, i, k),
-                 layout.image_path(output, i, k) if output is not None else None)
+        EvalItem(
+            i,
+            spec,
+            k,
+            sample_seed(settings.seed, i, k),
+            layout.image_path(output, i, k) if output is not None else None,
+        )
         for i, spec, k in evaluation_items(evaluator, settings.limit)
     ]
 

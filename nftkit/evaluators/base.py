@@ -92,12 +92,18 @@ class Evaluator(ABC):
 
     def spec_from_line(self, prompt_id: str, line: dict[str, Any]) -> PromptSpec:
         """The spec of a prompt read back from ``metadata.jsonl`` or a manifest line."""
-        return PromptSpec(prompt_id, line["prompt"], {k: v for k, v in line.items() if k != "prompt"})
+        return PromptSpec(
+            prompt_id, line["prompt"], {k: v for k, v in line.items() if k != "prompt"}
+        )
 
     def result_line(self, row: dict[str, Any], spec: PromptSpec) -> dict[str, Any]:
         """One line of ``results.jsonl`` for a scored image."""
-        line = {"filename": row.get("image_path"), "prompt": spec.text,
-                "sample_index": row.get("sample_index"), "scores": row["scores"]}
+        line = {
+            "filename": row.get("image_path"),
+            "prompt": spec.text,
+            "sample_index": row.get("sample_index"),
+            "scores": row["scores"],
+        }
         line.update({k: row[k] for k in self.row_info_keys if k in row})
         return line
 
@@ -119,8 +125,9 @@ def metadata_problems(cls: type[Evaluator]) -> list[str]:
         if not _positive_int(getattr(cls, key)):
             problems.append(f"{key} must be an integer >= 1, got {getattr(cls, key)!r}")
     if cls.default_solver not in SOLVERS:
-        problems.append(f"default_solver must be one of {', '.join(SOLVERS)}, "
-                        f"got {cls.default_solver!r}")
+        problems.append(
+            f"default_solver must be one of {', '.join(SOLVERS)}, got {cls.default_solver!r}"
+        )
     if not isinstance(cls.primary_metric, str) or not cls.primary_metric:
         problems.append(f"primary_metric must be a non-empty string, got {cls.primary_metric!r}")
     if not isinstance(cls.description, str):

@@ -47,8 +47,9 @@ def is_yes(answer: str, match: str = "normalised") -> bool:
     return answer.strip().lower().rstrip(".!") == "yes"
 
 
-def apply_dependencies(raw: dict[int, float], parents: dict[int, tuple[int, ...]],
-                       strict: bool) -> dict[int, float]:
+def apply_dependencies(
+    raw: dict[int, float], parents: dict[int, tuple[int, ...]], strict: bool
+) -> dict[int, float]:
     """Scores after the rule "0 when a parent scored 0" (on the raw scores, not transitive).
 
     ``strict``: a parent that is not among the questions raises KeyError (the official
@@ -80,8 +81,12 @@ def tile_scores(questions: Sequence[DpgQuestion], yes: Sequence[float]) -> dict[
         failed = not kept_after
     except KeyError:
         failed = True
-    return {"corrected": float(np.mean([after[q.qid] for q in questions])), "official": official,
-            "official_failed": failed, "after": [after[q.qid] for q in questions]}
+    return {
+        "corrected": float(np.mean([after[q.qid] for q in questions])),
+        "official": official,
+        "official_failed": failed,
+        "after": [after[q.qid] for q in questions],
+    }
 
 
 def dpg_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -107,9 +112,11 @@ def dpg_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
         for l1, v, skipped in zip(last["l1"], last["yes"], last["skipped"], strict=True):
             if not skipped:
                 cat_official[l1].append(v)
-    metrics = {"overall": 100.0 * float(np.mean(official)) if official else 0.0,
-               "overall_corrected": 100.0 * float(np.mean(corrected)),
-               "dropped_by_official": float(dropped)}
+    metrics = {
+        "overall": 100.0 * float(np.mean(official)) if official else 0.0,
+        "overall_corrected": 100.0 * float(np.mean(corrected)),
+        "dropped_by_official": float(dropped),
+    }
     for l1 in sorted(cat_corrected):
         metrics[l1] = 100.0 * float(np.mean(cat_corrected[l1]))
     for l1 in sorted(cat_official):
@@ -127,8 +134,13 @@ class DpgEvaluator(PromptFileEvaluator):
     primary_metric = "overall"
     row_info_keys = ("answers", "yes", "after", "l1", "skipped", "official_failed")
 
-    def __init__(self, answer_match: str = "normalised", vlm_url: str | None = None,
-                 vlm_model: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        answer_match: str = "normalised",
+        vlm_url: str | None = None,
+        vlm_model: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if answer_match not in ANSWER_MATCH:
             raise UsageError(f"dpg: answer_match must be one of {', '.join(ANSWER_MATCH)}")
@@ -145,8 +157,10 @@ class DpgEvaluator(PromptFileEvaluator):
 
     def read_prompts(self, path: Path) -> list[PromptSpec]:
         """One spec per item (id = item_id), its questions as metadata."""
-        return [PromptSpec(item_id, text, {"questions": [q.as_json() for q in qs]})
-                for item_id, text, qs in read_dpg_csv(path)]
+        return [
+            PromptSpec(item_id, text, {"questions": [q.as_json() for q in qs]})
+            for item_id, text, qs in read_dpg_csv(path)
+        ]
 
     def score_samples(
         self, images: Sequence[Image.Image], specs: Sequence[PromptSpec]
@@ -154,25 +168,36 @@ class DpgEvaluator(PromptFileEvaluator):
         """Ask every question of each tile; rows with both scores and the answers."""
         per_spec = [[DpgQuestion.from_json(q) for q in s.metadata["questions"]] for s in specs]
         rgb = [image.convert("RGB") for image in images]  # decoded once, shared by the threads
-        queries = [VlmQuery(image, q.question, max_tokens=8)
-                   for image, qs in zip(rgb, per_spec, strict=True) for q in qs]
+        queries = [
+            VlmQuery(image, q.question, max_tokens=8)
+            for image, qs in zip(rgb, per_spec, strict=True)
+            for q in qs
+        ]
         answers = self.backend.ask_many(queries)
         failed = next((a for a in answers if a.text is None), None)
         if failed is not None:
-            raise NftkitError(f"dpg: the VQA server {self.backend.url} failed ({failed.error}); "
-                              "start an OpenAI-compatible server and set NFTKIT_VLM_URL")
+            raise NftkitError(
+                f"dpg: the VQA server {self.backend.url} failed ({failed.error}); "
+                "start an OpenAI-compatible server and set NFTKIT_VLM_URL"
+            )
         rows, cursor = [], 0
         for spec, qs in zip(specs, per_spec, strict=True):
-            texts = [str(a.text) for a in answers[cursor:cursor + len(qs)]]
+            texts = [str(a.text) for a in answers[cursor : cursor + len(qs)]]
             cursor += len(qs)
             yes = [float(is_yes(t, self.answer_match)) for t in texts]
             tile = tile_scores(qs, yes)
-            rows.append({
-                "prompt_id": spec.id, "answers": texts, "yes": yes, "after": tile["after"],
-                "l1": [q.category_l1 for q in qs], "skipped": [q.skipped_by_official for q in qs],
-                "official_failed": tile["official_failed"],
-                "scores": {"dpg": tile["corrected"], "dpg_official": tile["official"]},
-            })
+            rows.append(
+                {
+                    "prompt_id": spec.id,
+                    "answers": texts,
+                    "yes": yes,
+                    "after": tile["after"],
+                    "l1": [q.category_l1 for q in qs],
+                    "skipped": [q.skipped_by_official for q in qs],
+                    "official_failed": tile["official_failed"],
+                    "scores": {"dpg": tile["corrected"], "dpg_official": tile["official"]},
+                }
+            )
         return rows
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> SuiteResult:

@@ -18,8 +18,10 @@ from typing import Any
 from nftkit.errors import InputError, NftkitError
 from nftkit.rewards._sources import hub_offline, nftkit_cache_dir
 
-DPG_CSV_URL = ("https://raw.githubusercontent.com/TencentQQGYLab/ELLA/"
-               "3c228f1dc6c4d3cad0a47493816151a419f14db3/dpg_bench/dpg_bench.csv")
+DPG_CSV_URL = (
+    "https://raw.githubusercontent.com/TencentQQGYLab/ELLA/"
+    "3c228f1dc6c4d3cad0a47493816151a419f14db3/dpg_bench/dpg_bench.csv"
+)
 DPG_CSV_BLOB = "98457fc9901943f51ff9a30367250fc292533bed"
 COLUMNS = ("item_id", "text", "proposition_id", "dependency", "tuple", "question_natural_language")
 
@@ -36,24 +38,34 @@ class DpgQuestion:
 
     @property
     def category_l2(self) -> str:
-        """"entity - whole (cat)" -> "entity - whole"."""
+        """ "entity - whole (cat)" -> "entity - whole"."""
         return self.tuple.split("(")[0].strip()
 
     @property
     def category_l1(self) -> str:
-        """"entity - whole (cat)" -> "entity"."""
+        """ "entity - whole (cat)" -> "entity"."""
         return self.category_l2.split("-")[0].strip()
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-friendly dict (stored as prompt metadata)."""
-        return {"qid": self.qid, "question": self.question, "parents": list(self.parents),
-                "tuple": self.tuple, "skipped_by_official": self.skipped_by_official}
+        return {
+            "qid": self.qid,
+            "question": self.question,
+            "parents": list(self.parents),
+            "tuple": self.tuple,
+            "skipped_by_official": self.skipped_by_official,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DpgQuestion:
         """The inverse of ``as_json``."""
-        return cls(int(data["qid"]), str(data["question"]), tuple(int(p) for p in data["parents"]),
-                   str(data["tuple"]), bool(data.get("skipped_by_official", False)))
+        return cls(
+            int(data["qid"]),
+            str(data["question"]),
+            tuple(int(p) for p in data["parents"]),
+            str(data["tuple"]),
+            bool(data.get("skipped_by_official", False)),
+        )
 
 
 def git_blob_id(data: bytes) -> str:
@@ -65,7 +77,9 @@ def _parents(text: str, where: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in str(text).replace(" ", "").split(",") if p != "")
     except ValueError:
-        raise InputError(f"{where}: dependency {text!r} is not a comma-separated list of ints") from None
+        raise InputError(
+            f"{where}: dependency {text!r} is not a comma-separated list of ints"
+        ) from None
 
 
 def read_dpg_csv(path: Path) -> list[tuple[str, str, list[DpgQuestion]]]:
@@ -85,9 +99,16 @@ def read_dpg_csv(path: Path) -> list[tuple[str, str, list[DpgQuestion]]]:
             try:
                 qid = int(row["proposition_id"])
             except ValueError:
-                raise InputError(f"{where}: proposition_id {row['proposition_id']!r} is not an int") from None
-            question = DpgQuestion(qid, row["question_natural_language"],
-                                   _parents(row["dependency"], where), row["tuple"], i == 0)
+                raise InputError(
+                    f"{where}: proposition_id {row['proposition_id']!r} is not an int"
+                ) from None
+            question = DpgQuestion(
+                qid,
+                row["question_natural_language"],
+                _parents(row["dependency"], where),
+                row["tuple"],
+                i == 0,
+            )
             _text, questions = items.setdefault(row["item_id"], (row["text"], []))
             questions.append(question)
     if not items:
@@ -96,9 +117,11 @@ def read_dpg_csv(path: Path) -> list[tuple[str, str, list[DpgQuestion]]]:
 
 
 def _how_to_pass() -> str:
-    return (f"pass --prompts PATH with a copy of dpg_bench.csv (TencentQQGYLab/ELLA "
-            f"dpg_bench/dpg_bench.csv, Apache-2.0; `git hash-object` must print {DPG_CSV_BLOB}), "
-            f"or fetch {DPG_CSV_URL} where the network is reachable")
+    return (
+        f"pass --prompts PATH with a copy of dpg_bench.csv (TencentQQGYLab/ELLA "
+        f"dpg_bench/dpg_bench.csv, Apache-2.0; `git hash-object` must print {DPG_CSV_BLOB}), "
+        f"or fetch {DPG_CSV_URL} where the network is reachable"
+    )
 
 
 def resolve_dpg_csv(explicit: str | Path | None = None, timeout: float = 120.0) -> Path:
@@ -112,8 +135,9 @@ def resolve_dpg_csv(explicit: str | Path | None = None, timeout: float = 120.0) 
     if target.is_file() and git_blob_id(target.read_bytes()) == DPG_CSV_BLOB:
         return target
     if hub_offline():
-        raise NftkitError(f"dpg_bench.csv is not cached at {target} and HF_HUB_OFFLINE is set: "
-                          + _how_to_pass())
+        raise NftkitError(
+            f"dpg_bench.csv is not cached at {target} and HF_HUB_OFFLINE is set: " + _how_to_pass()
+        )
     try:
         with urllib.request.urlopen(DPG_CSV_URL, timeout=timeout) as response:
             data = response.read()
@@ -121,8 +145,10 @@ def resolve_dpg_csv(explicit: str | Path | None = None, timeout: float = 120.0) 
         reason = getattr(exc, "reason", None) or exc
         raise NftkitError(f"cannot download dpg_bench.csv ({reason}): " + _how_to_pass()) from None
     if git_blob_id(data) != DPG_CSV_BLOB:
-        raise NftkitError(f"dpg_bench.csv from {DPG_CSV_URL} has git blob {git_blob_id(data)}, "
-                          f"expected {DPG_CSV_BLOB}: " + _how_to_pass())
+        raise NftkitError(
+            f"dpg_bench.csv from {DPG_CSV_URL} has git blob {git_blob_id(data)}, "
+            f"expected {DPG_CSV_BLOB}: " + _how_to_pass()
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     partial.write_bytes(data)

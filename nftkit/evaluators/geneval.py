@@ -85,8 +85,12 @@ class GenevalEvaluator(PromptFileEvaluator):
         if self._reward is None:
             from nftkit.rewards.geneval import GenevalReward
 
-            self._reward = GenevalReward(mode="official", backend=self.backend,
-                                         device=self.device, batch_size=self.reward_batch_size)
+            self._reward = GenevalReward(
+                mode="official",
+                backend=self.backend,
+                device=self.device,
+                batch_size=self.reward_batch_size,
+            )
         return self._reward
 
     def score_samples(
@@ -96,15 +100,20 @@ class GenevalEvaluator(PromptFileEvaluator):
         out = self._judge()(list(images), [s.text for s in specs], [s.metadata for s in specs])
         rows = []
         for spec, info in zip(specs, out.details, strict=True):
-            rows.append({
-                "prompt_id": spec.id,
-                "tag": spec.metadata["tag"],
-                "correct": bool(info["correct"]),
-                "reason": info["reason"],
-                "details": info["details"],
-                "scores": {"correct": float(info["correct"]), "strict": float(info["strict"]),
-                           "partial": float(info["partial"])},
-            })
+            rows.append(
+                {
+                    "prompt_id": spec.id,
+                    "tag": spec.metadata["tag"],
+                    "correct": bool(info["correct"]),
+                    "reason": info["reason"],
+                    "details": info["details"],
+                    "scores": {
+                        "correct": float(info["correct"]),
+                        "strict": float(info["strict"]),
+                        "partial": float(info["partial"]),
+                    },
+                }
+            )
         return rows
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> SuiteResult:

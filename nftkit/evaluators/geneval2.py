@@ -40,8 +40,7 @@ GENEVAL2_SOURCE = PromptSource(
     "geneval2_data.jsonl",
     "facebookresearch/GenEval2: geneval2_data.jsonl",
 )
-LICENCE = ("GenEval 2 data is CC BY-NC 4.0 (non-commercial use only) and is not bundled with "
-           "nftkit")
+LICENCE = "GenEval 2 data is CC BY-NC 4.0 (non-commercial use only) and is not bundled with nftkit"
 
 
 def geneval2_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -76,8 +75,9 @@ class Geneval2Evaluator(PromptFileEvaluator):
     primary_metric = "overall"
     row_info_keys = ("atoms", "skills", "atom_count")
 
-    def __init__(self, vlm_url: str | None = None, vlm_model: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, vlm_url: str | None = None, vlm_model: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.backend = vqa_backend_from_env(vlm_url, vlm_model, device=self.device)
 
@@ -104,8 +104,11 @@ class Geneval2Evaluator(PromptFileEvaluator):
             if not isinstance(line.get("prompt"), str):
                 raise InputError(f"{path}: line {i + 1} has no 'prompt' (a GenEval 2 data line)")
             validate_record(line, f"{path}: line {i + 1}")
-            specs.append(PromptSpec(f"{i:05d}", line["prompt"],
-                                    {k: v for k, v in line.items() if k != "prompt"}))
+            specs.append(
+                PromptSpec(
+                    f"{i:05d}", line["prompt"], {k: v for k, v in line.items() if k != "prompt"}
+                )
+            )
         return specs
 
     def score_samples(
@@ -116,13 +119,18 @@ class Geneval2Evaluator(PromptFileEvaluator):
         probs = soft_tifa(self.backend, list(images), atom_lists)
         rows = []
         for spec, p in zip(specs, probs, strict=True):
-            rows.append({
-                "prompt_id": spec.id,
-                "atoms": p,
-                "skills": spec.metadata.get("skills"),
-                "atom_count": spec.metadata.get("atom_count"),
-                "scores": {"soft_tifa_gm": geometric_mean(p), "soft_tifa_am": arithmetic_mean(p)},
-            })
+            rows.append(
+                {
+                    "prompt_id": spec.id,
+                    "atoms": p,
+                    "skills": spec.metadata.get("skills"),
+                    "atom_count": spec.metadata.get("atom_count"),
+                    "scores": {
+                        "soft_tifa_gm": geometric_mean(p),
+                        "soft_tifa_am": arithmetic_mean(p),
+                    },
+                }
+            )
         return rows
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> SuiteResult:

@@ -110,15 +110,17 @@ def _colors(rng: np.random.Generator) -> dict[str, Any]:
 def _position(rng: np.random.Generator) -> dict[str, Any]:
     a, b = _pick(rng, GENEVAL_CLASSES, 2)
     (relation,) = _pick(rng, RELATIONS)
-    return _line("position", [{"class": b, "count": 1},
-                              {"class": a, "count": 1, "position": [relation, 0]}])
+    return _line(
+        "position", [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [relation, 0]}]
+    )
 
 
 def _color_attr(rng: np.random.Generator) -> dict[str, Any]:
     a, b = _pick(rng, _COLORABLE, 2)
     c1, c2 = _pick(rng, GENEVAL_COLORS, 2)
-    return _line("color_attr", [{"class": a, "count": 1, "color": c1},
-                                {"class": b, "count": 1, "color": c2}])
+    return _line(
+        "color_attr", [{"class": a, "count": 1, "color": c1}, {"class": b, "count": 1, "color": c2}]
+    )
 
 
 TASK_GENERATORS: dict[str, Callable[[np.random.Generator], dict[str, Any]]] = {

@@ -53,18 +53,21 @@ class OcrEvaluator(PromptFileEvaluator):
         if self._reward is None:
             from nftkit.rewards.ocr import OcrReward
 
-            self._reward = OcrReward(engine=self.engine, device=self.device,
-                                     batch_size=self.reward_batch_size)
+            self._reward = OcrReward(
+                engine=self.engine, device=self.device, batch_size=self.reward_batch_size
+            )
         out = self._reward(list(images), [s.text for s in specs])
         rows = []
         for spec, score, info in zip(specs, out.scores.tolist(), out.details, strict=True):
-            rows.append({
-                "prompt_id": spec.id,
-                "correct": score == 1.0,
-                "target": info["target"],
-                "recognized": info["recognized"],
-                "scores": {"ocr": float(score)},
-            })
+            rows.append(
+                {
+                    "prompt_id": spec.id,
+                    "correct": score == 1.0,
+                    "target": info["target"],
+                    "recognized": info["recognized"],
+                    "scores": {"ocr": float(score)},
+                }
+            )
         return rows
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> SuiteResult:

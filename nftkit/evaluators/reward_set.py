@@ -26,7 +26,9 @@ CLIP_PREPROCESS = ("diffusionnft", "processor")
 """The suites' CLIPScore preprocessing choices (the first is the default)."""
 
 
-def parse_reward_names(rewards: str | Sequence[str] | None, unifiedreward_url: str | None) -> list[str]:
+def parse_reward_names(
+    rewards: str | Sequence[str] | None, unifiedreward_url: str | None
+) -> list[str]:
     """Reward names from "a,b,c" or a list (None: the default set); unifiedreward needs a URL."""
     if rewards is None:
         names = list(DEFAULT_REWARDS)
@@ -73,8 +75,11 @@ class RewardSetEvaluator(PromptFileEvaluator):
 
     def settings(self) -> dict[str, Any]:
         """The reward set, the UnifiedReward server and CLIPScore's preprocessing change metrics."""
-        return {"rewards": self.reward_names, "unifiedreward_url": self.unifiedreward_url,
-                "clip_preprocess": self.clip_preprocess}
+        return {
+            "rewards": self.reward_names,
+            "unifiedreward_url": self.unifiedreward_url,
+            "clip_preprocess": self.clip_preprocess,
+        }
 
     def _reward(self, name: str) -> Any:
         if name not in self._rewards:
@@ -92,8 +97,10 @@ class RewardSetEvaluator(PromptFileEvaluator):
         """Every reward's score of every image."""
         texts = [s.text for s in specs]
         metadata = [s.metadata or {} for s in specs]
-        columns = {name: self._reward(name)(list(images), texts, metadata).scores.tolist()
-                   for name in self.reward_names}
+        columns = {
+            name: self._reward(name)(list(images), texts, metadata).scores.tolist()
+            for name in self.reward_names
+        }
         return [
             {"prompt_id": spec.id, "scores": {name: float(columns[name][i]) for name in columns}}
             for i, spec in enumerate(specs)

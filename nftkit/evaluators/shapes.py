@@ -72,14 +72,19 @@ class ShapesEvaluator(Evaluator):
         rows = []
         for image, spec in zip(images, specs, strict=True):
             verdict = judge_image(spec.metadata, np.asarray(image.convert("RGB")))
-            rows.append({
-                "prompt_id": spec.id,
-                "tag": spec.metadata["tag"],
-                "correct": verdict.correct,
-                "reason": verdict.reason,
-                "scores": {"correct": float(verdict.correct), "strict": verdict.strict,
-                           "partial": verdict.partial},
-            })
+            rows.append(
+                {
+                    "prompt_id": spec.id,
+                    "tag": spec.metadata["tag"],
+                    "correct": verdict.correct,
+                    "reason": verdict.reason,
+                    "scores": {
+                        "correct": float(verdict.correct),
+                        "strict": verdict.strict,
+                        "partial": verdict.partial,
+                    },
+                }
+            )
         return rows
 
     def summarize(self, rows: Sequence[dict[str, Any]]) -> SuiteResult:

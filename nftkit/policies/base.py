@@ -54,9 +54,13 @@ def check_time_grid(grid: torch.Tensor, num_steps: int, owner: str = "time grid"
     """``grid`` as float64 after checking the contract (length, order, end points)."""
     grid = torch.as_tensor(grid).detach().to("cpu", torch.float64)
     if grid.ndim != 1 or grid.numel() != num_steps + 1:
-        raise ValueError(f"{owner}: expected {num_steps + 1} timesteps, got shape {tuple(grid.shape)}")
+        raise ValueError(
+            f"{owner}: expected {num_steps + 1} timesteps, got shape {tuple(grid.shape)}"
+        )
     if grid[-1] != 0 or grid[0] > 1 or bool((grid[1:] >= grid[:-1]).any()):
-        raise ValueError(f"{owner}: must decrease strictly from <= 1 to exactly 0, got {grid.tolist()}")
+        raise ValueError(
+            f"{owner}: must decrease strictly from <= 1 to exactly 0, got {grid.tolist()}"
+        )
     return grid
 
 

@@ -23,8 +23,14 @@ from nftkit.policies.base import Cond, has_lora_layers, velocity_context
 from nftkit.policies.diffusers_loading import load_pipeline
 from nftkit.policies.prompt_cache import PromptEmbeddingCache
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
@@ -109,8 +115,9 @@ class DiffusersFlowPolicy:
         """Load from a hub id (HF cache first) or a diffusers folder; bf16 off CPU by default."""
         default = torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
         torch_dtype = to_dtype(dtype, default)
-        pipeline = load_pipeline(cls.pipeline_type(), name_or_path, torch_dtype, cls.family,
-                                 cls.pipeline_classes)
+        pipeline = load_pipeline(
+            cls.pipeline_type(), name_or_path, torch_dtype, cls.family, cls.pipeline_classes
+        )
         pipeline.set_progress_bar_config(disable=True)
         return cls(pipeline, device=device, dtype=torch_dtype, **kwargs)
 
@@ -138,7 +145,11 @@ class DiffusersFlowPolicy:
         raise NotImplementedError
 
     def _forward(
-        self, module: nn.Module, x_t: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any],
+        self,
+        module: nn.Module,
+        x_t: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: dict[str, Any],
         integer_timestep: bool = False,
     ) -> torch.Tensor:
         raise NotImplementedError
@@ -160,10 +171,14 @@ class DiffusersFlowPolicy:
         scheduler.set_timesteps(device="cpu", **self._grid_kwargs(num_steps))
         sigmas = torch.as_tensor(scheduler.sigmas).to(torch.float64)
         if not bool(torch.isfinite(sigmas).all()):
-            raise ValueError(f"{type(scheduler).__name__} has no {num_steps}-step grid for "
-                             f"{self.family}; use more steps")
+            raise ValueError(
+                f"{type(scheduler).__name__} has no {num_steps}-step grid for "
+                f"{self.family}; use more steps"
+            )
         if sigmas.numel() != num_steps + 1 or float(sigmas[-1]) != 0.0:
-            raise ValueError(f"{type(scheduler).__name__} gave an unexpected grid {sigmas.tolist()}")
+            raise ValueError(
+                f"{type(scheduler).__name__} gave an unexpected grid {sigmas.tolist()}"
+            )
         return sigmas
 
     # ------------------------------------------------------------------ conditioning
@@ -175,8 +190,10 @@ class DiffusersFlowPolicy:
             return self._encode(batch)
 
         batch = self.cache.get_batch(list(prompts), encode)
-        return {k: v.to(self.device, self.dtype if v.is_floating_point() else v.dtype)
-                for k, v in batch.items()}
+        return {
+            k: v.to(self.device, self.dtype if v.is_floating_point() else v.dtype)
+            for k, v in batch.items()
+        }
 
     def offload_text_encoders(self, device: str | torch.device = "cpu") -> None:
         """Move the text encoders to ``device`` (cached prompts need no encoder)."""
@@ -204,8 +221,13 @@ class DiffusersFlowPolicy:
         module = self.forward_module or self.model
         sigma = t.to(self.device, torch.float32).reshape(-1).expand(x_t.shape[0])
         with velocity_context(self, adapter):
-            out = self._forward(module, x_t.to(self.device, self.dtype), sigma, cond,
-                                integer_timestep=integer_timestep)
+            out = self._forward(
+                module,
+                x_t.to(self.device, self.dtype),
+                sigma,
+                cond,
+                integer_timestep=integer_timestep,
+            )
         return out.float()
 
     # ------------------------------------------------------------------ sampling
@@ -233,8 +255,13 @@ class DiffusersFlowPolicy:
         self._has_lora = has_lora_layers(self.model)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.velocity(x, t, cond, adapter=adapter if self._has_lora else None,
-                                 integer_timestep=self.sample_integer_timestep)
+            return self.velocity(
+                x,
+                t,
+                cond,
+                adapter=adapter if self._has_lora else None,
+                integer_timestep=self.sample_integer_timestep,
+            )
 
         ts = self.time_grid(steps) if shift is None else timesteps(steps, shift)
         x0 = ode_sample(velocity, x_T, steps, solver, generator=generator, grid=ts)

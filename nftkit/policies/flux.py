@@ -105,13 +105,20 @@ class FluxPolicy(DiffusersFlowPolicy):
 
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         embeds, pooled, _ = self.pipeline.encode_prompt(
-            prompt=prompts, prompt_2=None, device=self.text_device, num_images_per_prompt=1,
+            prompt=prompts,
+            prompt_2=None,
+            device=self.text_device,
+            num_images_per_prompt=1,
             max_sequence_length=self.max_sequence_length,
         )
         return {"prompt_embeds": embeds, "pooled_projections": pooled}
 
     def _forward(
-        self, module: nn.Module, x_t: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any],
+        self,
+        module: nn.Module,
+        x_t: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: dict[str, Any],
         integer_timestep: bool = False,
     ) -> torch.Tensor:
         # FluxPipeline never truncates: ``integer_timestep`` has nothing to do here

@@ -58,7 +58,9 @@ def describe_model(
         try:
             info = json.loads((path / MODEL_INFO_FILE).read_text())
         except (ValueError, OSError) as exc:
-            raise MissingWeightsError(f"{path / MODEL_INFO_FILE} is not valid JSON ({exc})") from exc
+            raise MissingWeightsError(
+                f"{path / MODEL_INFO_FILE} is not valid JSON ({exc})"
+            ) from exc
         if not isinstance(info, dict) or "base" not in info:
             raise MissingWeightsError(f"{path / MODEL_INFO_FILE} does not name its base model")
         return info

@@ -75,7 +75,11 @@ class QwenImagePolicy(DiffusersFlowPolicy):
         }
 
     def _forward(
-        self, module: nn.Module, x_t: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any],
+        self,
+        module: nn.Module,
+        x_t: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: dict[str, Any],
         integer_timestep: bool = False,
     ) -> torch.Tensor:
         # QwenImagePipeline never truncates: ``integer_timestep`` has nothing to do here

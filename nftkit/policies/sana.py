@@ -37,8 +37,9 @@ class SanaPolicy(DiffusersFlowPolicy):
     default_max_sequence_length: ClassVar[int] = 300
     sample_integer_timestep = True
 
-    def __init__(self, pipeline: Any, complex_human_instruction: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, pipeline: Any, complex_human_instruction: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(pipeline, **kwargs)
         default = inspect.signature(pipeline.__call__).parameters["complex_human_instruction"]
         self.instruction = list(default.default or []) if complex_human_instruction else None
@@ -60,14 +61,20 @@ class SanaPolicy(DiffusersFlowPolicy):
 
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         embeds, mask, _, _ = self.pipeline.encode_prompt(
-            prompts, do_classifier_free_guidance=False, device=self.text_device,
+            prompts,
+            do_classifier_free_guidance=False,
+            device=self.text_device,
             max_sequence_length=self.max_sequence_length,
             complex_human_instruction=self.instruction,
         )
         return {"prompt_embeds": embeds, "prompt_attention_mask": mask}
 
     def _forward(
-        self, module: nn.Module, x_t: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any],
+        self,
+        module: nn.Module,
+        x_t: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: dict[str, Any],
         integer_timestep: bool = False,
     ) -> torch.Tensor:
         steps = sigma * 1000.0
@@ -89,8 +96,9 @@ class SanaPolicy(DiffusersFlowPolicy):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Clean latents -> images float32 [B, 3, H, W] in [0, 1]."""
         vae = self.pipeline.vae
-        images = vae.decode(latents.to(self.device, vae.dtype) / vae.config.scaling_factor,
-                            return_dict=False)[0]
+        images = vae.decode(
+            latents.to(self.device, vae.dtype) / vae.config.scaling_factor, return_dict=False
+        )[0]
         return (images.float() / 2 + 0.5).clamp(0.0, 1.0)
 
     @torch.no_grad()

@@ -30,8 +30,14 @@ SD3_LORA_TARGETS = [
 ]  # fmt: skip
 TIMESTEP_SCALE = 1000.0
 DEFAULT_T5_TOKENS = 128  # DiffusionNFT's max_sequence_length in training and eval
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def parse_dtype(value: str | torch.dtype | None, default: torch.dtype) -> torch.dtype:
@@ -113,8 +119,12 @@ class SD3Policy:
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         embeds, _, pooled, _ = self.pipeline.encode_prompt(
-            prompt=prompts, prompt_2=None, prompt_3=None, device=self.device,
-            do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
+            prompt=prompts,
+            prompt_2=None,
+            prompt_3=None,
+            device=self.device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
         )
         return {"prompt_embeds": embeds, "pooled_projections": pooled}
 
@@ -140,7 +150,11 @@ class SD3Policy:
 
     # ------------------------------------------------------------------ velocity
     def velocity(
-        self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond, adapter: str | None = "default",
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: Cond,
+        adapter: str | None = "default",
         integer_timestep: bool = False,
     ) -> torch.Tensor:
         """v = eps - x0 at (x_t, t) with adapter ``adapter`` (None: base model), float32.
@@ -208,8 +222,9 @@ class SD3Policy:
         cond = self.encode_prompts(prompts)
 
         def velocity(x: torch.Tensor, t: torch.Tensor, integer: bool = False) -> torch.Tensor:
-            return self.velocity(x, t, cond, adapter=adapter if self._has_lora else None,
-                                 integer_timestep=integer)
+            return self.velocity(
+                x, t, cond, adapter=adapter if self._has_lora else None, integer_timestep=integer
+            )
 
         self._has_lora = has_lora_layers(self.model)
         if isinstance(solver, str):

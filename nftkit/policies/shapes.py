@@ -26,7 +26,16 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # LoRA targets: the text pathway, FiLM projections, attention and the U-Net convolutions.
 SHAPES_LORA_TARGETS = [
-    "film", "conv1", "conv2", "to_q", "to_k", "to_v", "to_out", "self_k", "self_v", "pool",
+    "film",
+    "conv1",
+    "conv2",
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out",
+    "self_k",
+    "self_v",
+    "pool",
 ]
 
 

@@ -79,8 +79,10 @@ def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
     ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
     xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([grid_x, grid_y])[None].expand(b, 2, h, w).contiguous(
-        memory_format=torch.channels_last
+    return (
+        torch.stack([grid_x, grid_y])[None]
+        .expand(b, 2, h, w)
+        .contiguous(memory_format=torch.channels_last)
     )
 
 
@@ -110,7 +112,11 @@ class CrossAttention(nn.Module):
     the output projection at zero, for layers added to a trained model."""
 
     def __init__(
-        self, channels: int, text_dim: int, heads: int, self_attention: bool = True,
+        self,
+        channels: int,
+        text_dim: int,
+        heads: int,
+        self_attention: bool = True,
         zero_init: bool = False,
     ) -> None:
         super().__init__()
@@ -154,8 +160,12 @@ class MidTransformer(nn.Module):
             CrossAttention(channels, text_dim, heads, zero_init=True) for _ in range(blocks)
         )
         self.mlp = nn.ModuleList(
-            nn.Sequential(nn.GroupNorm(8, channels), nn.Conv2d(channels, 4 * channels, 1),
-                          nn.GELU(), nn.Conv2d(4 * channels, channels, 1))
+            nn.Sequential(
+                nn.GroupNorm(8, channels),
+                nn.Conv2d(channels, 4 * channels, 1),
+                nn.GELU(),
+                nn.Conv2d(4 * channels, channels, 1),
+            )
             for _ in range(blocks)
         )
         for mlp in self.mlp:
@@ -179,7 +189,11 @@ class TextEncoder(nn.Module):
         self.positions = nn.Parameter(torch.randn(config.max_tokens, config.text_dim) * 0.02)
         self.position_scale = config.position_scale
         layer = nn.TransformerEncoderLayer(
-            config.text_dim, config.heads, 2 * config.text_dim, dropout=0.0, batch_first=True,
+            config.text_dim,
+            config.heads,
+            2 * config.text_dim,
+            dropout=0.0,
+            batch_first=True,
             norm_first=True,
         )
         self.encoder = nn.TransformerEncoder(layer, config.text_layers, enable_nested_tensor=False)
@@ -202,7 +216,8 @@ class ShapesFlowModel(nn.Module):
         ch = config.channels
         self.text = TextEncoder(config)
         self.time_mlp = nn.Sequential(
-            nn.Linear(config.emb_dim, config.emb_dim), nn.SiLU(),
+            nn.Linear(config.emb_dim, config.emb_dim),
+            nn.SiLU(),
             nn.Linear(config.emb_dim, config.emb_dim),
         )
         self.cond_mlp = nn.Sequential(nn.SiLU(), nn.Linear(config.emb_dim, config.emb_dim))
@@ -220,8 +235,9 @@ class ShapesFlowModel(nn.Module):
         self.mid2 = FiLMResBlock(ch[-1], ch[-1], config.emb_dim)
         if config.mid_blocks:
             side = config.image_size // config.patch_size // 2 ** (len(ch) - 1)
-            self.mid_transformer = MidTransformer(ch[-1], side, config.text_dim, config.heads,
-                                                  config.mid_blocks)
+            self.mid_transformer = MidTransformer(
+                ch[-1], side, config.text_dim, config.heads, config.mid_blocks
+            )
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
         current = ch[-1]
@@ -233,13 +249,15 @@ class ShapesFlowModel(nn.Module):
         self.up_attn = CrossAttention(ch[1], config.text_dim, config.heads)
         if config.text_attention:
             self.down_text = nn.ModuleList(
-                CrossAttention(c, config.text_dim, config.heads, self_attention=False,
-                               zero_init=True)
+                CrossAttention(
+                    c, config.text_dim, config.heads, self_attention=False, zero_init=True
+                )
                 for c in ch
             )
             self.up_text = nn.ModuleList(
-                CrossAttention(c, config.text_dim, config.heads, self_attention=False,
-                               zero_init=True)
+                CrossAttention(
+                    c, config.text_dim, config.heads, self_attention=False, zero_init=True
+                )
                 for c in reversed(ch)
             )
         self.norm_out = nn.GroupNorm(8, ch[0])

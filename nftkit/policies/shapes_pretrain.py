@@ -110,7 +110,9 @@ def grow(policy: ShapesPolicy, changes: dict) -> ShapesPolicy:
     if changes.get("coordinates") and not policy.model.config.coordinates:
         # conv_in gains two input channels (x, y): zero weights keep the old function
         old = state["conv_in.weight"]
-        state["conv_in.weight"] = torch.cat([old, old.new_zeros(old.shape[0], 2, *old.shape[2:])], 1)
+        state["conv_in.weight"] = torch.cat(
+            [old, old.new_zeros(old.shape[0], 2, *old.shape[2:])], 1
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(
         not k.startswith(("down_text.", "up_text.", "mid_transformer.")) for k in missing
@@ -174,9 +176,7 @@ def pretrain(
     pool = {task: all_prompts(task) for task in ALL_TASKS}
     start, running = time.time(), None
     for step in range(steps):
-        x0, prompts = training_pairs(
-            rng, batch_size, p_correct, pool, task_weights, reading_order
-        )
+        x0, prompts = training_pairs(rng, batch_size, p_correct, pool, task_weights, reading_order)
         cond = policy.encode_prompts(prompts)
         t = torch.sigmoid(torch.randn(batch_size))  # logit-normal, as SD3
         eps = torch.randn_like(x0)
@@ -197,15 +197,26 @@ def pretrain(
                     ema[k].copy_(v_)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{steps} loss {running:.4f} "
-                  f"({time.time() - start:.0f}s)", flush=True)
+            print(
+                f"step {step + 1}/{steps} loss {running:.4f} ({time.time() - start:.0f}s)",
+                flush=True,
+            )
         if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
             save_ema(config, ema, output)
     save_ema(config, ema, output)
-    stats = {"steps": steps, "schedule_steps": horizon, "batch_size": batch_size, "lr": lr,
-             "p_correct": p_correct, "seed": seed, "init": init, "task_weights": task_weights,
-             "reading_order": reading_order,
-             "final_loss": float(running or 0.0), "seconds": time.time() - start}
+    stats = {
+        "steps": steps,
+        "schedule_steps": horizon,
+        "batch_size": batch_size,
+        "lr": lr,
+        "p_correct": p_correct,
+        "seed": seed,
+        "init": init,
+        "task_weights": task_weights,
+        "reading_order": reading_order,
+        "final_loss": float(running or 0.0),
+        "seconds": time.time() - start,
+    }
     (Path(output) / "training.json").write_text(json.dumps(stats, indent=2))
     return stats
 
@@ -225,7 +236,9 @@ def parse_task_weights(text: str) -> dict[str, float]:
         try:
             weights[task] = float(value)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"weight of {task} is not a number: {value!r}") from exc
+            raise argparse.ArgumentTypeError(
+                f"weight of {task} is not a number: {value!r}"
+            ) from exc
     return weights
 
 
@@ -238,35 +251,73 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--p-correct", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--schedule-steps", type=int, default=None,
-                        help="length of the LR schedule (default: --steps)")
-    parser.add_argument("--init", default=None,
-                        help="continue from this model (directory or 'shapes-base')")
-    parser.add_argument("--patch-size", type=int, default=None,
-                        help="new model only: fold PxP pixel patches into channels (2: ~2.3x "
-                             "cheaper forward, use with --channels 64 96 128)")
-    parser.add_argument("--channels", type=int, nargs="+", default=None,
-                        help="new model only: U-Net channels per level")
-    parser.add_argument("--text-attention", action="store_true",
-                        help="U-Net: text cross-attention after every block (with --init: "
-                             "added to the loaded model, zero-initialised)")
-    parser.add_argument("--task-weights", default=None, type=parse_task_weights,
-                        help="draw tasks unevenly, e.g. 'position=2,color_attr=2' (others 1)")
-    parser.add_argument("--coordinates", action="store_true",
-                        help="U-Net: x/y coordinate input channels (with --init: added, zero "
-                             "weights)")
-    parser.add_argument("--mid-blocks", type=int, default=0,
-                        help="U-Net: this many position-aware attention blocks at the lowest "
-                             "resolution (with --init: added, zero output)")
-    parser.add_argument("--position-scale", type=float, default=None,
-                        help="multiply the text position embeddings (40: word order on the "
-                             "scale of word identity)")
-    parser.add_argument("--reading-order", action="store_true",
-                        help="lay two-clause scenes out left to right in prompt order")
+    parser.add_argument(
+        "--schedule-steps",
+        type=int,
+        default=None,
+        help="length of the LR schedule (default: --steps)",
+    )
+    parser.add_argument(
+        "--init", default=None, help="continue from this model (directory or 'shapes-base')"
+    )
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="new model only: fold PxP pixel patches into channels (2: ~2.3x "
+        "cheaper forward, use with --channels 64 96 128)",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="new model only: U-Net channels per level",
+    )
+    parser.add_argument(
+        "--text-attention",
+        action="store_true",
+        help="U-Net: text cross-attention after every block (with --init: "
+        "added to the loaded model, zero-initialised)",
+    )
+    parser.add_argument(
+        "--task-weights",
+        default=None,
+        type=parse_task_weights,
+        help="draw tasks unevenly, e.g. 'position=2,color_attr=2' (others 1)",
+    )
+    parser.add_argument(
+        "--coordinates",
+        action="store_true",
+        help="U-Net: x/y coordinate input channels (with --init: added, zero weights)",
+    )
+    parser.add_argument(
+        "--mid-blocks",
+        type=int,
+        default=0,
+        help="U-Net: this many position-aware attention blocks at the lowest "
+        "resolution (with --init: added, zero output)",
+    )
+    parser.add_argument(
+        "--position-scale",
+        type=float,
+        default=None,
+        help="multiply the text position embeddings (40: word order on the scale of word identity)",
+    )
+    parser.add_argument(
+        "--reading-order",
+        action="store_true",
+        help="lay two-clause scenes out left to right in prompt order",
+    )
     args = parser.parse_args()
-    architecture = {k: v for k, v in (("patch_size", args.patch_size),
-                                      ("channels", tuple(args.channels or ()) or None))
-                    if v is not None}
+    architecture = {
+        k: v
+        for k, v in (
+            ("patch_size", args.patch_size),
+            ("channels", tuple(args.channels or ()) or None),
+        )
+        if v is not None
+    }
     if args.text_attention:
         architecture["text_attention"] = True
     if args.coordinates:
@@ -276,14 +327,24 @@ def main() -> None:
     if args.position_scale is not None:
         architecture["position_scale"] = args.position_scale
     if args.init and set(architecture) - set(GROWABLE):
-        parser.error("--patch-size/--channels describe a new model; they cannot change "
-                     "--init's (only --text-attention, --coordinates, --mid-blocks and "
-                     "--position-scale)")
+        parser.error(
+            "--patch-size/--channels describe a new model; they cannot change "
+            "--init's (only --text-attention, --coordinates, --mid-blocks and "
+            "--position-scale)"
+        )
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     stats = pretrain(
-        args.output, args.steps, args.batch_size, args.lr, args.p_correct, args.seed,
-        schedule_steps=args.schedule_steps, init=args.init, architecture=architecture,
-        task_weights=args.task_weights, reading_order=args.reading_order,
+        args.output,
+        args.steps,
+        args.batch_size,
+        args.lr,
+        args.p_correct,
+        args.seed,
+        schedule_steps=args.schedule_steps,
+        init=args.init,
+        architecture=architecture,
+        task_weights=args.task_weights,
+        reading_order=args.reading_order,
     )
     print(json.dumps(stats))
 

@@ -29,8 +29,9 @@ def train_gemma_tokenizer(vocab_size: int = 300) -> Any:
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False
+    )
     bpe.train_from_iterator(_CORPUS, trainer)
     merges = json.loads(bpe.to_str())["model"]["merges"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1)) for m in merges]
@@ -50,33 +51,66 @@ def build_tiny_sana(seed: int = 0) -> Any:
     torch.manual_seed(seed)
     tokenizer = train_gemma_tokenizer()
     tokenizer.model_max_length = TINY_GEMMA_LENGTH
-    text_encoder = Gemma2Model(Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )).eval()
+    text_encoder = Gemma2Model(
+        Gemma2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    ).eval()
     transformer = SanaTransformer2DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
-        num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16,
-        caption_channels=16, mlp_ratio=2.0, sample_size=8, patch_size=1,
+        in_channels=4,
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=1,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=8,
+        cross_attention_dim=16,
+        caption_channels=16,
+        mlp_ratio=2.0,
+        sample_size=8,
+        patch_size=1,
     ).eval()
     vae = AutoencoderDC(
-        in_channels=3, latent_channels=4, attention_head_dim=4,
+        in_channels=3,
+        latent_channels=4,
+        attention_head_dim=4,
         encoder_block_types=("ResBlock", "ResBlock", "ResBlock"),
         decoder_block_types=("ResBlock", "ResBlock", "ResBlock"),
-        encoder_block_out_channels=(8, 8, 8), decoder_block_out_channels=(8, 8, 8),
-        encoder_layers_per_block=(1, 1, 1), decoder_layers_per_block=(1, 1, 1),
-        encoder_qkv_multiscales=((), (), ()), decoder_qkv_multiscales=((), (), ()),
+        encoder_block_out_channels=(8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8),
+        encoder_layers_per_block=(1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1),
+        encoder_qkv_multiscales=((), (), ()),
+        decoder_qkv_multiscales=((), (), ()),
         scaling_factor=0.41407,
     ).eval()
     scheduler = DPMSolverMultistepScheduler(  # Sana_1600M's scheduler_config.json
-        num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True,
-        flow_shift=3.0, solver_order=2, algorithm_type="dpmsolver++", final_sigmas_type="zero",
+        num_train_timesteps=1000,
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=3.0,
+        solver_order=2,
+        algorithm_type="dpmsolver++",
+        final_sigmas_type="zero",
         lower_order_final=True,
     )
-    return SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
-                        transformer=transformer, scheduler=scheduler)
+    return SanaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=scheduler,
+    )
 
 
 def save_tiny_sana(path: str | Path, seed: int = 0) -> Path:

@@ -74,7 +74,6 @@ def train_clip_tokenizer(vocab_size: int) -> Any:
     return CLIPTokenizer(vocab=vocab, merges=_bpe_merges(bpe), model_max_length=77)
 
 
-
 def _bpe_merges(tokenizer: Any) -> list[tuple[str, str]]:
     import json
 
@@ -92,7 +91,9 @@ def train_t5_tokenizer(vocab_size: int) -> Any:
     unigram = Tokenizer(models.Unigram())
     unigram.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
         show_progress=False,
     )
     unigram.train_from_iterator(_CORPUS, trainer)
@@ -121,46 +122,82 @@ def build_tiny_sd3(config: TinySD3Config | None = None) -> Any:
 
     def clip_encoder() -> Any:
         text_config = CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=cfg.clip_dim, intermediate_size=2 * cfg.clip_dim,
-            projection_dim=cfg.clip_projection_dim, num_hidden_layers=2, num_attention_heads=2,
-            max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.clip_dim,
+            intermediate_size=2 * cfg.clip_dim,
+            projection_dim=cfg.clip_projection_dim,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
             hidden_act="gelu",
         )
         return CLIPTextModelWithProjection(text_config).eval()
 
     text_encoder, text_encoder_2 = clip_encoder(), clip_encoder()
     t5_config = T5Config(
-        vocab_size=len(tokenizer_3), d_model=cfg.t5_dim, d_kv=8, d_ff=2 * cfg.t5_dim,
-        num_layers=1, num_heads=2, relative_attention_num_buckets=8, dropout_rate=0.0,
-        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=len(tokenizer_3),
+        d_model=cfg.t5_dim,
+        d_kv=8,
+        d_ff=2 * cfg.t5_dim,
+        num_layers=1,
+        num_heads=2,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
     text_encoder_3 = T5EncoderModel(t5_config).eval()
     latent_size = cfg.image_size // factor
     transformer_kwargs: dict[str, Any] = dict(
-        sample_size=latent_size, patch_size=2, in_channels=cfg.latent_channels,
-        num_layers=cfg.num_layers, attention_head_dim=cfg.head_dim, num_attention_heads=cfg.heads,
-        joint_attention_dim=cfg.t5_dim, caption_projection_dim=cfg.heads * cfg.head_dim,
-        pooled_projection_dim=2 * cfg.clip_projection_dim, out_channels=cfg.latent_channels,
-        pos_embed_max_size=max(latent_size // 2, 8), dual_attention_layers=(0,),
+        sample_size=latent_size,
+        patch_size=2,
+        in_channels=cfg.latent_channels,
+        num_layers=cfg.num_layers,
+        attention_head_dim=cfg.head_dim,
+        num_attention_heads=cfg.heads,
+        joint_attention_dim=cfg.t5_dim,
+        caption_projection_dim=cfg.heads * cfg.head_dim,
+        pooled_projection_dim=2 * cfg.clip_projection_dim,
+        out_channels=cfg.latent_channels,
+        pos_embed_max_size=max(latent_size // 2, 8),
+        dual_attention_layers=(0,),
         qk_norm="rms_norm",
     )
     transformer = SD3Transformer2DModel(**{**transformer_kwargs, **cfg.transformer}).eval()
     blocks = len(vae_channels)
     vae_kwargs: dict[str, Any] = dict(
-        in_channels=3, out_channels=3, block_out_channels=vae_channels,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=vae_channels,
         down_block_types=("DownEncoderBlock2D",) * blocks,
-        up_block_types=("UpDecoderBlock2D",) * blocks, layers_per_block=1,
-        latent_channels=cfg.latent_channels, norm_num_groups=min(vae_channels),
-        sample_size=cfg.image_size, scaling_factor=1.5305, shift_factor=0.0609,
-        use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        layers_per_block=1,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=min(vae_channels),
+        sample_size=cfg.image_size,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        mid_block_add_attention=False,
     )
     vae = AutoencoderKL(**{**vae_kwargs, **cfg.vae}).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.shift)
     return StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder,
-        tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer,
-        text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3,
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer,
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3,
     )
 
 

@@ -32,13 +32,21 @@ def load_history(folder: Path) -> list[dict[str, Any]]:
 
 def curve_keys(history: Sequence[dict[str, Any]]) -> list[str]:
     """The curves worth plotting: the composed reward, components and monitors."""
-    keys = {k for row in history for k in row
-            if k.startswith(("reward/", "monitor/")) and isinstance(row[k], (int, float))}
+    keys = {
+        k
+        for row in history
+        for k in row
+        if k.startswith(("reward/", "monitor/")) and isinstance(row[k], (int, float))
+    }
     return ["reward_mean", *sorted(keys)]
 
 
-def figure_png(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], xlabel: str,
-               ylabel: str, title: str) -> bytes:
+def figure_png(
+    series: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> bytes:
     """One line chart of ``(label, xs, ys)`` series as PNG bytes."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
     for label, xs, ys in series:

@@ -49,8 +49,11 @@ def derived_layout(config: dict[str, Any]) -> dict[str, Any]:
 
 def _table(rows: dict[str, Any]) -> str:
     esc = html.escape
-    return "<table>" + "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
-                               for k, v in rows.items()) + "</table>"
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in rows.items())
+        + "</table>"
+    )
 
 
 def render_training_report(folder: Path) -> str:
@@ -65,11 +68,18 @@ def render_training_report(folder: Path) -> str:
     charts = []
     keys = curve_keys(history)
     for xkey, xlabel in (("step", "optimizer step"), ("wall_seconds", "wall seconds")):
-        series = [(k, [r[xkey] for r in history if k in r], [r[k] for r in history if k in r])
-                  for k in keys]
-        charts.append((f"reward and monitors vs {xlabel}",
-                       figure_png(series, xlabel, "mean over the epoch's samples",
-                                  f"training rewards vs {xlabel}")))
+        series = [
+            (k, [r[xkey] for r in history if k in r], [r[k] for r in history if k in r])
+            for k in keys
+        ]
+        charts.append(
+            (
+                f"reward and monitors vs {xlabel}",
+                figure_png(
+                    series, xlabel, "mean over the epoch's samples", f"training rewards vs {xlabel}"
+                ),
+            )
+        )
     if evals:
         by_metric: dict[str, tuple[list[float], list[float]]] = {}
         for point in evals:
@@ -77,26 +87,55 @@ def render_training_report(folder: Path) -> str:
                 xs, ys = by_metric.setdefault(f"{point['suite']}/{name}", ([], []))
                 xs.append(point["step"])
                 ys.append(value)
-        charts.append(("eval metrics vs step",
-                       figure_png([(k, xs, ys) for k, (xs, ys) in by_metric.items()],
-                                  "optimizer step", "metric", "held-out evaluation")))
+        charts.append(
+            (
+                "eval metrics vs step",
+                figure_png(
+                    [(k, xs, ys) for k, (xs, ys) in by_metric.items()],
+                    "optimizer step",
+                    "metric",
+                    "held-out evaluation",
+                ),
+            )
+        )
     title = f"nftkit training report: {run.get('model', folder.name)}"
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{esc(title)}</title>", _STYLE, "</head><body>", f"<h1>{esc(title)}</h1>",
-             _table({"run": run.get("run_id", ""), "algo": algo, "rewards": run.get("rewards"),
-                     "prompts": run.get("prompts"), "epochs done": len(history),
-                     "last reward": f"{history[-1]['reward_mean']:.4f}" if history else "-"}),
-             "<h2>Curves</h2>", '<div class="curves">',
-             *(f'<img alt="{esc(alt)}" src="{data_uri(png)}">' for alt, png in charts), "</div>",
-             f"<h2>Evaluations ({len(evals)})</h2>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title>",
+        _STYLE,
+        "</head><body>",
+        f"<h1>{esc(title)}</h1>",
+        _table(
+            {
+                "run": run.get("run_id", ""),
+                "algo": algo,
+                "rewards": run.get("rewards"),
+                "prompts": run.get("prompts"),
+                "epochs done": len(history),
+                "last reward": f"{history[-1]['reward_mean']:.4f}" if history else "-",
+            }
+        ),
+        "<h2>Curves</h2>",
+        '<div class="curves">',
+        *(f'<img alt="{esc(alt)}" src="{data_uri(png)}">' for alt, png in charts),
+        "</div>",
+        f"<h2>Evaluations ({len(evals)})</h2>",
+    ]
     for point in evals:
         src = eval_folder(folder, point["suite"], point["epoch"])
         thumbs = [thumbnail_data_uri(src / p, 96) for p in point["images"]]
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in point["metrics"].items())
-        parts.append(f'<div class="row"><b>epoch {point["epoch"]} (step {point["step"]})</b>'
-                     + "".join(f'<img alt="sample" src="{t}">' for t in thumbs if t)
-                     + f"<span>{esc(metrics)}</span></div>")
-    parts += ["<h2>Derived layout</h2>", _table(derived_layout(config)),
-              "<h2>Config</h2>", f"<pre>{esc(json.dumps(run, indent=2, sort_keys=True))}</pre>",
-              "</body></html>"]
+        parts.append(
+            f'<div class="row"><b>epoch {point["epoch"]} (step {point["step"]})</b>'
+            + "".join(f'<img alt="sample" src="{t}">' for t in thumbs if t)
+            + f"<span>{esc(metrics)}</span></div>"
+        )
+    parts += [
+        "<h2>Derived layout</h2>",
+        _table(derived_layout(config)),
+        "<h2>Config</h2>",
+        f"<pre>{esc(json.dumps(run, indent=2, sort_keys=True))}</pre>",
+        "</body></html>",
+    ]
     return "\n".join(parts) + "\n"

@@ -65,8 +65,10 @@ def _metrics_table(metrics: Sequence[MetricRecord]) -> str:
         f'</td><td class="num">{format_value(m.value)}</td><td class="num">{m.n or ""}</td></tr>'
         for m in final
     )
-    return ('<table class="kv"><tr><th>suite</th><th>metric</th><th>value</th><th>n</th></tr>'
-            f"{rows}</table>")
+    return (
+        '<table class="kv"><tr><th>suite</th><th>metric</th><th>value</th><th>n</th></tr>'
+        f"{rows}</table>"
+    )
 
 
 def _card(sample: SampleRecord) -> str:
@@ -74,19 +76,20 @@ def _card(sample: SampleRecord) -> str:
     scores = dict(sample.scores)
     info = scores.pop("info", {}) if isinstance(scores.get("info"), dict) else {}
     uri = thumbnail_data_uri(sample.image_path) if sample.image_path else None
-    image = (f'<img src="{uri}" alt="sample">' if uri else
-             '<div class="missing">no image</div>')
+    image = f'<img src="{uri}" alt="sample">' if uri else '<div class="missing">no image</div>'
     css = "" if sample.correct is None else ("ok" if sample.correct else "bad")
     verdict = ""
     if sample.correct is not None:
         verdict = f'<div class="verdict">{"correct" if sample.correct else "wrong"}</div>'
     reason = info.get("reason") or ""
     extra = "".join(
-        f"<div>{esc(k)}: {esc(str(v))}</div>" for k, v in info.items()
+        f"<div>{esc(k)}: {esc(str(v))}</div>"
+        for k, v in info.items()
         if k not in ("reason", "details") and isinstance(v, str | int | float)
     )
     numbers = "".join(
-        f"<div>{esc(k)}: {format_value(float(v))}</div>" for k, v in scores.items()
+        f"<div>{esc(k)}: {format_value(float(v))}</div>"
+        for k, v in scores.items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     )
     return (
@@ -106,24 +109,42 @@ def render_report(
     esc = html.escape
     shown = list(samples) if max_samples is None else list(samples)[:max_samples]
     facts = [
-        ("run", run.id), ("kind", run.kind), ("model", run.model), ("suite", run.suite or ""),
-        ("status", run.status), ("started", run.started_at.isoformat()),
+        ("run", run.id),
+        ("kind", run.kind),
+        ("model", run.model),
+        ("suite", run.suite or ""),
+        ("status", run.status),
+        ("started", run.started_at.isoformat()),
         ("finished", run.finished_at.isoformat() if run.finished_at else ""),
-        ("git sha", run.git_sha or ""), ("config hash", run.config_hash),
+        ("git sha", run.git_sha or ""),
+        ("config hash", run.config_hash),
         ("output", run.output_dir or ""),
     ]
-    note = (f"<p>Showing {len(shown)} of {len(samples)} samples.</p>"
-            if len(shown) < len(samples) else "")
+    note = (
+        f"<p>Showing {len(shown)} of {len(samples)} samples.</p>"
+        if len(shown) < len(samples)
+        else ""
+    )
     title = f"nftkit {run.kind} {run.short_id}: {run.model} on {run.suite or '-'}"
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title>", _STYLE, "</head><body>",
-        f"<h1>{esc(title)}</h1>", _kv_table(facts),
-        "<h2>Metrics</h2>", _metrics_table(metrics),
-        "<h2>Settings</h2>", f"<pre>{esc(json.dumps(run.config, indent=2, sort_keys=True))}</pre>",
-        "<h2>Versions</h2>", _kv_table([(k, str(v)) for k, v in sorted(run.versions.items())]),
-        f"<h2>Samples ({len(samples)})</h2>", note,
-        '<div class="grid">', *(_card(s) for s in shown), "</div>",
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title>",
+        _STYLE,
+        "</head><body>",
+        f"<h1>{esc(title)}</h1>",
+        _kv_table(facts),
+        "<h2>Metrics</h2>",
+        _metrics_table(metrics),
+        "<h2>Settings</h2>",
+        f"<pre>{esc(json.dumps(run.config, indent=2, sort_keys=True))}</pre>",
+        "<h2>Versions</h2>",
+        _kv_table([(k, str(v)) for k, v in sorted(run.versions.items())]),
+        f"<h2>Samples ({len(samples)})</h2>",
+        note,
+        '<div class="grid">',
+        *(_card(s) for s in shown),
+        "</div>",
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -39,7 +39,7 @@ class VitShape:
         patch = int(state[f"{prefix}patch_embed.proj.weight"].shape[-1])
         tokens = int(state[f"{prefix}pos_embed"].shape[1]) - 1
         side = math.isqrt(tokens)
-        blocks = {k[len(prefix):].split(".")[1] for k in state if k.startswith(f"{prefix}blocks.")}
+        blocks = {k[len(prefix) :].split(".")[1] for k in state if k.startswith(f"{prefix}blocks.")}
         return cls(width, len(blocks), max(1, width // HEAD_DIM), patch, side * patch)
 
 
@@ -166,7 +166,11 @@ class _BertSelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, context: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        q, k, v = self._split(self.query(x)), self._split(self.key(context)), self._split(self.value(context))
+        q, k, v = (
+            self._split(self.query(x)),
+            self._split(self.key(context)),
+            self._split(self.value(context)),
+        )
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return out.transpose(1, 2).reshape(x.shape)
 

@@ -59,7 +59,9 @@ class ClipBundle:
             max_length=CLIP_MAX_TEXT_TOKENS,
             return_tensors="pt",
         )
-        return {k: v.to(self.device) for k, v in out.items() if k in ("input_ids", "attention_mask")}
+        return {
+            k: v.to(self.device) for k, v in out.items() if k in ("input_ids", "attention_mask")
+        }
 
     @torch.inference_mode()
     def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:

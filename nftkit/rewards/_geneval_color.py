@@ -23,7 +23,9 @@ TEMPLATES = ("a photo of a {c} {cls}", "a photo of a {c}-colored {cls}", "a phot
 def masked_crop(image: Image.Image, mask: np.ndarray, box: Sequence[float]) -> Image.Image:
     """``image`` where ``mask`` is set, #999999 elsewhere, cropped to ``box`` (x1, y1, x2, y2)."""
     background = Image.new("RGB", image.size, BACKGROUND)
-    pasted = Image.composite(image.convert("RGB"), background, Image.fromarray(mask.astype(np.uint8) * 255))
+    pasted = Image.composite(
+        image.convert("RGB"), background, Image.fromarray(mask.astype(np.uint8) * 255)
+    )
     x1, y1, x2, y2 = (round(float(v)) for v in box)
     return pasted.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
 

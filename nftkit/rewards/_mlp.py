@@ -43,9 +43,7 @@ class LinearHead(nn.Module):
         return self.layers(x)
 
 
-def head_from_state_dict(
-    state: Mapping[str, torch.Tensor], prefix: str, where: str
-) -> LinearHead:
+def head_from_state_dict(state: Mapping[str, torch.Tensor], prefix: str, where: str) -> LinearHead:
     """Build the head from ``state`` (keys ``{prefix}layers.N.weight``) and load it strictly."""
     try:
         weights = [state[f"{prefix}layers.{i}.weight"] for i in LINEAR_INDICES]

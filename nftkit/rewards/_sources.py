@@ -24,7 +24,15 @@ from nftkit.weights import WEIGHTS_DIR_ENV, weights_root
 T = TypeVar("T")
 
 # Non-PyTorch formats that hub repositories often carry beside the weights we load.
-_FOREIGN_FORMATS = ("*.msgpack", "*.h5", "*.ot", "*.onnx", "*.onnx_data", "flax_model*", "tf_model*")
+_FOREIGN_FORMATS = (
+    "*.msgpack",
+    "*.h5",
+    "*.ot",
+    "*.onnx",
+    "*.onnx_data",
+    "flax_model*",
+    "tf_model*",
+)
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,11 @@ def _model_patterns(repo_id: str) -> list[str]:
 
     files = list_repo_files(repo_id)
     has_safetensors = any(f.endswith(".safetensors") for f in files)
-    weights = ["*.safetensors", "*.safetensors.index.json"] if has_safetensors else ["*.bin", "*.bin.index.json"]
+    weights = (
+        ["*.safetensors", "*.safetensors.index.json"]
+        if has_safetensors
+        else ["*.bin", "*.bin.index.json"]
+    )
     return ["*.json", "*.txt", "*.model", *weights]
 
 

@@ -150,8 +150,11 @@ class Reward(ABC):
         scores = torch.zeros(len(prompts), dtype=torch.float32)
         details: list[dict[str, Any]] = [{} for _ in prompts]
         for indices in groups.values():
-            out = self._score_in_batches(self.convert_images([images[i] for i in indices]),
-                                         [prompts[i] for i in indices], [meta[i] for i in indices])
+            out = self._score_in_batches(
+                self.convert_images([images[i] for i in indices]),
+                [prompts[i] for i in indices],
+                [meta[i] for i in indices],
+            )
             scores[indices] = out.scores
             for i, detail in zip(indices, out.details, strict=True):
                 details[i] = detail
@@ -187,14 +190,19 @@ def metadata_problems(cls: type[Reward]) -> list[str]:
     if not isinstance(cls.higher_is_better, bool):
         problems.append(f"higher_is_better must be True or False, got {cls.higher_is_better!r}")
     low_high = cls.score_range
-    if (not isinstance(low_high, tuple | list) or len(low_high) != 2
-            or not all(_is_number(v) for v in low_high)):
+    if (
+        not isinstance(low_high, tuple | list)
+        or len(low_high) != 2
+        or not all(_is_number(v) for v in low_high)
+    ):
         problems.append(f"score_range must be two numbers (low, high), got {low_high!r}")
     elif math.isnan(low_high[0]) or math.isnan(low_high[1]) or low_high[0] > low_high[1]:
         problems.append(f"score_range must have low <= high, got {tuple(low_high)!r}")
     if cls.input_format not in INPUT_FORMATS:
-        problems.append(f"input_format must be one of {', '.join(map(repr, INPUT_FORMATS))}, "
-                        f"got {cls.input_format!r}")
+        problems.append(
+            f"input_format must be one of {', '.join(map(repr, INPUT_FORMATS))}, "
+            f"got {cls.input_format!r}"
+        )
     for key in ("version", "description"):
         if not isinstance(getattr(cls, key), str):
             problems.append(f"{key} must be a string, got {getattr(cls, key)!r}")

@@ -62,8 +62,12 @@ def diffusionnft_pixels(images: list[torch.Tensor], processor: Any) -> torch.Ten
         x = x.float()[None]
         if config.get("do_resize"):
             size = _size(config["size"])
-            x = TF.resize(x, [size] if isinstance(size, int) else list(size),
-                          interpolation=InterpolationMode.BILINEAR, antialias=True)
+            x = TF.resize(
+                x,
+                [size] if isinstance(size, int) else list(size),
+                interpolation=InterpolationMode.BILINEAR,
+                antialias=True,
+            )
         if config.get("do_center_crop"):
             x = TF.center_crop(x, list(_size(config["crop_size"])))  # type: ignore[arg-type]
         if config.get("do_normalize"):
@@ -88,7 +92,9 @@ class ClipScore(Reward):
         """``hessel=True`` reports 2.5 * max(score, 0); ``preprocess``: processor | diffusionnft."""
         super().__init__(**kwargs)
         if preprocess not in PREPROCESS:
-            raise InputError(f"unknown clipscore preprocess {preprocess!r}; choose one of {PREPROCESS}")
+            raise InputError(
+                f"unknown clipscore preprocess {preprocess!r}; choose one of {PREPROCESS}"
+            )
         self.hessel = hessel
         self.preprocess = preprocess
         self._clip: ClipBundle | None = None

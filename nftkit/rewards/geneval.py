@@ -44,7 +44,10 @@ def validate_geneval_metadata(metadata: dict[str, Any]) -> None:
     include = metadata.get("include")
     if not isinstance(include, list) or not include:
         raise InputError("geneval metadata needs a non-empty 'include' list of clauses")
-    for where, clauses, low in (("include", include, 0), ("exclude", metadata.get("exclude", []), 1)):
+    for where, clauses, low in (
+        ("include", include, 0),
+        ("exclude", metadata.get("exclude", []), 1),
+    ):
         for i, clause in enumerate(clauses):
             if not isinstance(clause, dict) or clause.get("class") not in GENEVAL_CLASSES:
                 raise InputError(f"geneval metadata {where}[{i}]: unknown class in {clause!r}")
@@ -103,7 +106,9 @@ class GenevalReward(Reward):
         if self.backend == "mmdet":
             folder = local_weights(self.name, self.weights_dir)
             if folder is None:
-                raise InputError("geneval backend 'mmdet' reads DIR/geneval/mmdet/: pass --weights-dir")
+                raise InputError(
+                    "geneval backend 'mmdet' reads DIR/geneval/mmdet/: pass --weights-dir"
+                )
             self._detector = MmdetDetector(folder / MMDET_SUBDIR, GENEVAL_CLASSES, self.device)
         else:
             detector_source = resolve(self.name, self.SOURCES[0], self.weights_dir)

@@ -50,8 +50,14 @@ def accepted_answers(question: str, answer: str) -> list[str]:
     """The answer strings whose first token counts for this atom (evaluation.py's lists)."""
     if question.startswith("How many"):
         digit = numeric_string(answer)
-        return [answer, answer.capitalize(), " " + answer, " " + answer.capitalize(),
-                digit, " " + digit]
+        return [
+            answer,
+            answer.capitalize(),
+            " " + answer,
+            " " + answer.capitalize(),
+            digit,
+            " " + digit,
+        ]
     return list(YES_ANSWERS)
 
 
@@ -84,41 +90,60 @@ def arithmetic_mean(values: Sequence[float]) -> float:
 def validate_record(record: dict[str, Any], where: str = "record") -> list[tuple[str, str]]:
     """The record's [question, answer] atoms; InputError when it is not a GenEval 2 record."""
     atoms = record.get("vqa_list")
-    if not isinstance(atoms, list) or not atoms or not all(
-        isinstance(a, (list, tuple)) and len(a) == 2 and all(isinstance(x, str) for x in a)
-        for a in atoms
+    if (
+        not isinstance(atoms, list)
+        or not atoms
+        or not all(
+            isinstance(a, (list, tuple)) and len(a) == 2 and all(isinstance(x, str) for x in a)
+            for a in atoms
+        )
     ):
-        raise InputError(f"{where}: needs a non-empty 'vqa_list' of [question, answer] pairs "
-                         "(a GenEval 2 geneval2_data.jsonl line)")
+        raise InputError(
+            f"{where}: needs a non-empty 'vqa_list' of [question, answer] pairs "
+            "(a GenEval 2 geneval2_data.jsonl line)"
+        )
     skills = record.get("skills")
     if skills is not None and (not isinstance(skills, list) or len(skills) != len(atoms)):
         raise InputError(f"{where}: 'skills' must list one skill per vqa_list pair")
     return [(str(q), str(a)) for q, a in atoms]
 
 
-def vqa_backend_from_env(url: str | None = None, model: str | None = None,
-                         backend: str | None = None, device: str = "cpu",
-                         **kwargs: Any) -> Any:
+def vqa_backend_from_env(
+    url: str | None = None,
+    model: str | None = None,
+    backend: str | None = None,
+    device: str = "cpu",
+    **kwargs: Any,
+) -> Any:
     """The VQA backend from arguments or NFTKIT_VLM_BACKEND (openai | transformers),
     NFTKIT_VLM_URL, NFTKIT_VLM_MODEL (for transformers: a checkpoint folder) and _API_KEY."""
     return make_backend(
         backend or os.environ.get(BACKEND_ENV) or "openai",
         url or os.environ.get(URL_ENV) or DEFAULT_URL,
         model or os.environ.get(MODEL_ENV) or DEFAULT_VQA_MODEL,
-        os.environ.get(KEY_ENV, ""), device=device, **kwargs,
+        os.environ.get(KEY_ENV, ""),
+        device=device,
+        **kwargs,
     )
 
 
-def soft_tifa(backend: Any, images: Sequence[Image.Image],
-              atom_lists: Sequence[list[tuple[str, str]]]) -> list[list[float]]:
+def soft_tifa(
+    backend: Any, images: Sequence[Image.Image], atom_lists: Sequence[list[tuple[str, str]]]
+) -> list[list[float]]:
     """Atom probabilities of each image (all atoms asked concurrently); NftkitError on failure."""
     queries, owners = [], []
     for index, (image, atoms) in enumerate(zip(images, atom_lists, strict=True)):
         image = image.convert("RGB")  # decoded once, before the worker threads share it
         for question, answer in atoms:
-            queries.append(VlmQuery(image, atom_text(question), max_tokens=1,
-                                    top_logprobs=TOP_LOGPROBS,
-                                    candidates=tuple(accepted_answers(question, answer))))
+            queries.append(
+                VlmQuery(
+                    image,
+                    atom_text(question),
+                    max_tokens=1,
+                    top_logprobs=TOP_LOGPROBS,
+                    candidates=tuple(accepted_answers(question, answer)),
+                )
+            )
             owners.append(index)
     answers: list[VlmAnswer] = backend.ask_many(queries)
     for answer in answers:
@@ -133,7 +158,9 @@ def soft_tifa(backend: Any, images: Sequence[Image.Image],
     cursor = 0
     for index, atoms in enumerate(atom_lists):
         for question, answer in atoms:
-            result[index].append(atom_probability(answers[cursor].first_token_probs, question, answer))
+            result[index].append(
+                atom_probability(answers[cursor].first_token_probs, question, answer)
+            )
             cursor += 1
     assert cursor == len(owners)
     return result
@@ -149,24 +176,43 @@ class Geneval2Reward(Reward):
     input_format = "pil"
     needs_metadata = True
 
-    def __init__(self, url: str | None = None, model: str | None = None,
-                 backend: str | None = None, timeout: float = 120.0, retries: int = 2,
-                 concurrency: int = 16, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        model: str | None = None,
+        backend: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 2,
+        concurrency: int = 16,
+        **kwargs: Any,
+    ) -> None:
         """``url``/``model``: the VQA server (default NFTKIT_VLM_URL, Qwen3-VL-8B-Instruct);
         ``backend="transformers"``: ``model`` is a local checkpoint run on ``device``."""
         super().__init__(**kwargs)
-        extra = {} if (backend or os.environ.get(BACKEND_ENV)) == "transformers" else {
-            "timeout": timeout, "retries": retries, "concurrency": concurrency}
+        extra = (
+            {}
+            if (backend or os.environ.get(BACKEND_ENV)) == "transformers"
+            else {"timeout": timeout, "retries": retries, "concurrency": concurrency}
+        )
         self.backend = vqa_backend_from_env(url, model, backend, str(self.device), **extra)
 
     def score_batch(
         self, images: list[Image.Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> RewardOutput:
         """Soft-TIFA GM per image; details: atom probabilities, AM, skills."""
-        atom_lists = [validate_record(m, f"geneval2 metadata of {p!r}")
-                      for m, p in zip(metadata, prompts, strict=True)]
+        atom_lists = [
+            validate_record(m, f"geneval2 metadata of {p!r}")
+            for m, p in zip(metadata, prompts, strict=True)
+        ]
         probs = soft_tifa(self.backend, images, atom_lists)
-        details = [{"atoms": p, "soft_tifa_am": arithmetic_mean(p), "soft_tifa_gm": geometric_mean(p),
-                    "skills": m.get("skills")} for p, m in zip(probs, metadata, strict=True)]
+        details = [
+            {
+                "atoms": p,
+                "soft_tifa_am": arithmetic_mean(p),
+                "soft_tifa_gm": geometric_mean(p),
+                "skills": m.get("skills"),
+            }
+            for p, m in zip(probs, metadata, strict=True)
+        ]
         scores = torch.tensor([d["soft_tifa_gm"] for d in details], dtype=torch.float32)
         return RewardOutput(scores, details)

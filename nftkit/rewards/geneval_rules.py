@@ -338,7 +338,9 @@ def _partial_reference(include: list[dict[str, Any]], kept: Groups) -> float:
 def _exact(clause: dict[str, Any], kept: Groups) -> list[Any] | None:
     """A later clause's objects when their exact count and color hold (forward positions)."""
     found = kept.get(clause["class"], [])
-    if len(found) != clause["count"] or ("color" in clause and _n_color(clause, found) != len(found)):
+    if len(found) != clause["count"] or (
+        "color" in clause and _n_color(clause, found) != len(found)
+    ):
         return None
     return found
 

@@ -88,7 +88,9 @@ class HpsV2(Reward):
         """``hps_version``: "v2.1" (default, HPS_v2.1_compressed.pt) or "v2.0"."""
         super().__init__(**kwargs)
         if hps_version not in HPS_FILES:
-            raise InputError(f"unknown HPS version {hps_version!r}; choose one of {list(HPS_FILES)}")
+            raise InputError(
+                f"unknown HPS version {hps_version!r}; choose one of {list(HPS_FILES)}"
+            )
         self.hps_version = hps_version
         self._model: Any = None
         self._tokenizer: Any = None

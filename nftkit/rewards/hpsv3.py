@@ -31,8 +31,11 @@ from nftkit.rewards._sources import WeightSource, download_sources, resolve
 from nftkit.rewards.base import Reward, RewardOutput
 
 CHECKPOINT = WeightSource("MizzenAI/HPSv3", files=("HPSv3.safetensors",))
-BASE = WeightSource("Qwen/Qwen2-VL-7B-Instruct",
-                    patterns=("*.json", "*.jinja", "merges.txt", "vocab.json"), subdir="base")
+BASE = WeightSource(
+    "Qwen/Qwen2-VL-7B-Instruct",
+    patterns=("*.json", "*.jinja", "merges.txt", "vocab.json"),
+    subdir="base",
+)
 REWARD_TOKEN = "<|Reward|>"
 PIXELS = 256 * 28 * 28
 FACTOR = 28
@@ -63,10 +66,12 @@ Please provide the overall ratings of this image: <|Reward|>
 
 END
 """
-_OLD_PREFIXES = (("model.embed_tokens.", "model.language_model.embed_tokens."),
-                 ("model.layers.", "model.language_model.layers."),
-                 ("model.norm.", "model.language_model.norm."),
-                 ("visual.", "model.visual."))
+_OLD_PREFIXES = (
+    ("model.embed_tokens.", "model.language_model.embed_tokens."),
+    ("model.layers.", "model.language_model.layers."),
+    ("model.norm.", "model.language_model.norm."),
+    ("visual.", "model.visual."),
+)
 
 
 def hpsv3_text(prompt: str) -> str:
@@ -74,7 +79,9 @@ def hpsv3_text(prompt: str) -> str:
     return INSTRUCTION.format(text_prompt=prompt) + REWARD_SUFFIX
 
 
-def smart_size(height: int, width: int, pixels: int = PIXELS, factor: int = FACTOR) -> tuple[int, int]:
+def smart_size(
+    height: int, width: int, pixels: int = PIXELS, factor: int = FACTOR
+) -> tuple[int, int]:
     """qwen-vl-utils' smart_resize with min_pixels = max_pixels = ``pixels``: (h, w)."""
     h = max(factor, round(height / factor) * factor)
     w = max(factor, round(width / factor) * factor)
@@ -93,22 +100,28 @@ def current_key(key: str) -> str:
     """A checkpoint key in the published (transformers 4.x) naming -> this transformers' naming."""
     for old, new in _OLD_PREFIXES:
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return key
 
 
 def build_head(state: dict[str, torch.Tensor]) -> torch.nn.Sequential:
     """The reward MLP with the Linear shapes found under ``rm_head.``, ReLU between them."""
-    linears = sorted((k[len("rm_head."):-len(".weight")] for k in state
-                      if k.startswith("rm_head.") and k.endswith(".weight")),
-                     key=lambda name: (name.startswith("output"), name))
+    linears = sorted(
+        (
+            k[len("rm_head.") : -len(".weight")]
+            for k in state
+            if k.startswith("rm_head.") and k.endswith(".weight")
+        ),
+        key=lambda name: (name.startswith("output"), name),
+    )
     if not linears:
         raise MissingWeightsError("HPSv3 checkpoint has no rm_head.* weights")
     layers: list[torch.nn.Module] = []
     for i, name in enumerate(linears):
         weight = state[f"rm_head.{name}.weight"]
-        linear = torch.nn.Linear(weight.shape[1], weight.shape[0],
-                                 bias=f"rm_head.{name}.bias" in state)
+        linear = torch.nn.Linear(
+            weight.shape[1], weight.shape[0], bias=f"rm_head.{name}.bias" in state
+        )
         linear.weight.data.copy_(weight.float())
         if linear.bias is not None:
             linear.bias.data.copy_(state[f"rm_head.{name}.bias"].float())
@@ -150,8 +163,10 @@ class HpsV3(Reward):
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
         if missing or unexpected:
-            raise MissingWeightsError(f"HPSv3 checkpoint {checkpoint} does not fit Qwen2-VL: "
-                                      f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise MissingWeightsError(
+                f"HPSv3 checkpoint {checkpoint} does not fit Qwen2-VL: "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
         self.model = model.to(self.device, self.dtype).eval()
         self.head = build_head(raw).to(self.device)
 
@@ -159,10 +174,15 @@ class HpsV3(Reward):
         """The processor's tensors for one (image, prompt) pair."""
         h, w = smart_size(image.height, image.width)
         resized = image.convert("RGB").resize((w, h), Image.Resampling.BICUBIC)
-        messages = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": hpsv3_text(prompt)}]}]
-        text = self.processor.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": hpsv3_text(prompt)}],
+            }
+        ]
+        text = self.processor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
         batch = self.processor(text=[text], images=[resized], return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items()}
 
@@ -174,8 +194,10 @@ class HpsV3(Reward):
         hidden = out.last_hidden_state[0]
         positions = (batch["input_ids"][0] == self.reward_id).nonzero().flatten()
         if positions.numel() != 1:
-            raise MissingWeightsError(f"HPSv3: expected one {REWARD_TOKEN} token, found "
-                                      f"{positions.numel()} (is the tokenizer the right one?)")
+            raise MissingWeightsError(
+                f"HPSv3: expected one {REWARD_TOKEN} token, found "
+                f"{positions.numel()} (is the tokenizer the right one?)"
+            )
         mu, sigma = self.head(hidden[positions[0]].float()).tolist()[:2]
         return float(mu), float(sigma)
 
@@ -184,8 +206,9 @@ class HpsV3(Reward):
     ) -> RewardOutput:
         """mu per image; details: mu, sigma."""
         pairs = [self.score_one(i, p) for i, p in zip(images, prompts, strict=True)]
-        return RewardOutput(torch.tensor([m for m, _ in pairs]),
-                            [{"mu": m, "sigma": s} for m, s in pairs])
+        return RewardOutput(
+            torch.tensor([m for m, _ in pairs]), [{"mu": m, "sigma": s} for m, s in pairs]
+        )
 
 
 def weights_layout(root: Path) -> dict[str, Path]:

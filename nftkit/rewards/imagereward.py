@@ -101,7 +101,7 @@ class ImageReward(Reward):
             raise MissingWeightsError(f"{path} is not an ImageReward state dict (no blip.* keys)")
         vit = VitShape.from_state_dict(state, "blip.visual_encoder.")
         blip = BlipForImageReward(vit, bert)
-        own = {k[len("blip."):]: v for k, v in state.items() if k.startswith("blip.")}
+        own = {k[len("blip.") :]: v for k, v in state.items() if k.startswith("blip.")}
         missing = [k for k in blip.state_dict() if k not in own]
         if missing:
             raise MissingWeightsError(

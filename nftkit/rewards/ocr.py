@@ -33,7 +33,7 @@ def ocr_target(prompt: str) -> str:
     parts = prompt.split('"')
     if len(parts) < 2:
         raise InputError(
-            f'OCR prompt has no quoted target text (expected text between double quotes): {prompt!r}'
+            f"OCR prompt has no quoted target text (expected text between double quotes): {prompt!r}"
         )
     target = parts[1]
     if not normalize_text(target):
@@ -42,7 +42,8 @@ def ocr_target(prompt: str) -> str:
         _WARNED.add(prompt)
         logger.warning(
             "OCR prompt has a single double quote; scoring the text after it, as Flow-GRPO "
-            "does: %r", prompt
+            "does: %r",
+            prompt,
         )
     return target
 

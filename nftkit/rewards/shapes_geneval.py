@@ -42,8 +42,11 @@ class ShapesGenevalReward(Reward):
         scores, details = [], []
         for image, meta in zip(images, metadata, strict=True):
             verdict = judge_image(meta, np.asarray(image))
-            value = {"partial": verdict.partial, "strict": verdict.strict,
-                     "official": float(verdict.correct)}[self.mode]
+            value = {
+                "partial": verdict.partial,
+                "strict": verdict.strict,
+                "official": float(verdict.correct),
+            }[self.mode]
             scores.append(value)
             details.append({"correct": verdict.correct, "reason": verdict.reason})
         return RewardOutput(torch.tensor(scores, dtype=torch.float32), details)

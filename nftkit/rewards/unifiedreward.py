@@ -55,8 +55,13 @@ class UnifiedReward(VlmJudge):
     default_template = "unifiedreward"
     server_label = "UnifiedReward server"
 
-    def __init__(self, url: str | None = None, model: str | None = None,
-                 api_key: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         """As ``VlmJudge`` with the ``unifiedreward`` template and 512x512 images."""
         kwargs.setdefault("template", "unifiedreward")
         kwargs.setdefault("image_side", IMAGE_SIDE)

@@ -107,7 +107,9 @@ class OpenAIChatBackend:
         if not self.url.startswith(("http://", "https://")):
             raise UsageError(f"VLM server URL must start with http:// or https://: {self.url!r}")
         if timeout <= 0 or retries < 0 or backoff < 0 or concurrency < 1:
-            raise UsageError("VLM backend: timeout > 0, retries >= 0, backoff >= 0, concurrency >= 1")
+            raise UsageError(
+                "VLM backend: timeout > 0, retries >= 0, backoff >= 0, concurrency >= 1"
+            )
         self.model, self.api_key = model, api_key
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.concurrency, self.image_side = concurrency, image_side
@@ -119,7 +121,10 @@ class OpenAIChatBackend:
     def request_body(self, query: VlmQuery) -> dict[str, Any]:
         """The chat-completions request of one query."""
         content = [
-            {"type": "image_url", "image_url": {"url": image_data_url(query.image, self.image_side)}},
+            {
+                "type": "image_url",
+                "image_url": {"url": image_data_url(query.image, self.image_side)},
+            },
             {"type": "text", "text": query.text},
         ]
         body: dict[str, Any] = {
@@ -181,8 +186,9 @@ class OpenAIChatBackend:
 BACKENDS = ("openai", "transformers")
 
 
-def make_backend(kind: str, url: str, model: str, api_key: str = "",
-                 device: str = "cpu", **options: Any) -> Any:
+def make_backend(
+    kind: str, url: str, model: str, api_key: str = "", device: str = "cpu", **options: Any
+) -> Any:
     """An ``openai`` (server at ``url``) or ``transformers`` (local ``model``) backend."""
     if kind == "openai":
         return OpenAIChatBackend(url, model, api_key, **options)

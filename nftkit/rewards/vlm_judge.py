@@ -66,16 +66,23 @@ class VlmJudge(Reward):
         then a local checkpoint folder or hub id, run on ``device``)."""
         super().__init__(**kwargs)
         if on_failure not in FAILURE_POLICIES:
-            raise UsageError(f"{self.name}: on_failure must be one of {', '.join(FAILURE_POLICIES)}")
+            raise UsageError(
+                f"{self.name}: on_failure must be one of {', '.join(FAILURE_POLICIES)}"
+            )
         self.template: Template = get_template(template or self.default_template)
         url = (url or os.environ.get(f"{self.env_prefix}_URL") or DEFAULT_URL).rstrip("/")
         kind = backend or os.environ.get(f"{self.env_prefix}_BACKEND") or "openai"
         self.backend = make_backend(
-            kind, url,
+            kind,
+            url,
             model or os.environ.get(f"{self.env_prefix}_MODEL") or self.default_model,
             api_key if api_key is not None else os.environ.get(f"{self.env_prefix}_API_KEY", ""),
-            device=str(self.device), timeout=timeout, retries=retries, backoff=backoff,
-            concurrency=concurrency, image_side=image_side,
+            device=str(self.device),
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            concurrency=concurrency,
+            image_side=image_side,
         )
         self.on_failure, self.raw_scale = on_failure, raw_scale
         self.last_failures = 0
@@ -94,8 +101,13 @@ class VlmJudge(Reward):
         """The request of one image."""
         t = self.template
         image = image.convert("RGB")  # decoded here, not in the worker threads
-        return VlmQuery(image, t.render(prompt), max_tokens=t.max_tokens,
-                        top_logprobs=t.top_logprobs, candidates=t.candidates)
+        return VlmQuery(
+            image,
+            t.render(prompt),
+            max_tokens=t.max_tokens,
+            top_logprobs=t.top_logprobs,
+            candidates=t.candidates,
+        )
 
     def _detail(self, answer: VlmAnswer) -> tuple[float | None, dict[str, Any]]:
         if answer.text is None:
@@ -110,7 +122,9 @@ class VlmJudge(Reward):
         self, images: list[Image.Image], prompts: list[str], metadata: list[dict[str, Any]]
     ) -> RewardOutput:
         """Ask about each image concurrently; parse each answer; apply the failure policy."""
-        answers = self.backend.ask_many([self.query(i, p) for i, p in zip(images, prompts, strict=True)])
+        answers = self.backend.ask_many(
+            [self.query(i, p) for i, p in zip(images, prompts, strict=True)]
+        )
         if answers and all(a.unreachable for a in answers):
             raise NftkitError(
                 f"{self.server_label} {self.url} refused every request ({answers[0].error}); "
@@ -121,13 +135,19 @@ class VlmJudge(Reward):
         for answer in answers:
             value, info = self._detail(answer)
             if value is None and self.on_failure == "fail":
-                raise NftkitError(f"{self.name}: {info['error']} (on_failure='fail'; use 'zero' "
-                                  "to score such images 0)")
+                raise NftkitError(
+                    f"{self.name}: {info['error']} (on_failure='fail'; use 'zero' "
+                    "to score such images 0)"
+                )
             scores.append(0.0 if value is None else value)
             details.append(info)
         self.last_failures = sum(1 for d in details if "error" in d)
         if self.last_failures:
-            LOG.warning("%s: %d of %d images scored 0 (no score): first error: %s", self.name,
-                        self.last_failures, len(details),
-                        next(d["error"] for d in details if "error" in d))
+            LOG.warning(
+                "%s: %d of %d images scored 0 (no score): first error: %s",
+                self.name,
+                self.last_failures,
+                len(details),
+                next(d["error"] for d in details if "error" in d),
+            )
         return RewardOutput(torch.tensor(scores, dtype=torch.float32), details)

@@ -23,8 +23,13 @@ class TransformersVlmBackend:
 
     kind = "transformers"
 
-    def __init__(self, model: str, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, max_tokens: int = 64) -> None:
+    def __init__(
+        self,
+        model: str,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_tokens: int = 64,
+    ) -> None:
         """``model``: checkpoint folder or hub id; ``max_tokens``: default generation length."""
         if not model:
             raise UsageError("the transformers VLM backend needs a model folder or hub id")
@@ -45,23 +50,31 @@ class TransformersVlmBackend:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self._processor = AutoProcessor.from_pretrained(self.model_name)
-        self._model = AutoModelForImageTextToText.from_pretrained(
-            self.model_name, dtype=self.dtype).to(self.device).eval()
+        self._model = (
+            AutoModelForImageTextToText.from_pretrained(self.model_name, dtype=self.dtype)
+            .to(self.device)
+            .eval()
+        )
 
     @torch.no_grad()
     def ask(self, query: VlmQuery) -> VlmAnswer:
         """Generate the answer of one query; first-token probabilities as described above."""
         self.load()
         processor, tokenizer = self._processor, self._processor.tokenizer
-        messages = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": query.text}]}]
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": query.text}]}
+        ]
         text = processor.apply_chat_template(messages, add_generation_prompt=True)
         inputs = processor(text=[text], images=[query.image.convert("RGB")], return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        out = self._model.generate(**inputs, max_new_tokens=query.max_tokens or self.max_tokens,
-                                   do_sample=False, output_scores=True,
-                                   return_dict_in_generate=True)
-        new_tokens = out.sequences[0, inputs["input_ids"].shape[1]:]
+        out = self._model.generate(
+            **inputs,
+            max_new_tokens=query.max_tokens or self.max_tokens,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        new_tokens = out.sequences[0, inputs["input_ids"].shape[1] :]
         answer = tokenizer.decode(new_tokens, skip_special_tokens=True)
         probs = torch.softmax(out.scores[0][0].float(), dim=-1)
         first: dict[str, float] = {}

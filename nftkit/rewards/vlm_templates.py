@@ -62,7 +62,7 @@ THINK_INSTRUCTION = (
 )
 YES_PROB_QUESTION = 'Does this image show "{prompt}"? Answer the question with Yes or No.'
 LIKERT_QUESTION = (
-    "How well does this image match the caption \"{prompt}\", counting both faithfulness and "
+    'How well does this image match the caption "{prompt}", counting both faithfulness and '
     "visual quality? Rate it from 1 (very poorly) to 5 (perfectly). Answer with one number."
 )
 YES_TOKENS = ("Yes", "yes", " Yes", " yes")
@@ -160,18 +160,41 @@ def _parse_likert(answer: VlmAnswer) -> Parsed | None:
 
 
 TEMPLATES: dict[str, Template] = {
-    "unifiedreward": Template("unifiedreward", UNIFIEDREWARD_INSTRUCTION, _parse_unifiedreward,
-                              missing="no 'Final Score:' in the answer"),
-    "unifiedreward-2": Template("unifiedreward-2", UNIFIEDREWARD2_INSTRUCTION,
-                                _parse_unifiedreward2,
-                                missing="no Alignment, Coherence and Style scores (1-5) in the answer"),
-    "unifiedreward-think": Template("unifiedreward-think", THINK_INSTRUCTION, _parse_think,
-                                    missing="no 'Final Score:' after the reasoning"),
-    "yes-prob": Template("yes-prob", YES_PROB_QUESTION, _parse_yes_prob, max_tokens=1,
-                         top_logprobs=20, needs_logprobs=True, candidates=YES_TOKENS,
-                         missing="no first-token logprobs in the answer (serve with logprobs on)"),
-    "likert": Template("likert", LIKERT_QUESTION, _parse_likert, max_tokens=8,
-                       missing="no number 1-5 in the answer"),
+    "unifiedreward": Template(
+        "unifiedreward",
+        UNIFIEDREWARD_INSTRUCTION,
+        _parse_unifiedreward,
+        missing="no 'Final Score:' in the answer",
+    ),
+    "unifiedreward-2": Template(
+        "unifiedreward-2",
+        UNIFIEDREWARD2_INSTRUCTION,
+        _parse_unifiedreward2,
+        missing="no Alignment, Coherence and Style scores (1-5) in the answer",
+    ),
+    "unifiedreward-think": Template(
+        "unifiedreward-think",
+        THINK_INSTRUCTION,
+        _parse_think,
+        missing="no 'Final Score:' after the reasoning",
+    ),
+    "yes-prob": Template(
+        "yes-prob",
+        YES_PROB_QUESTION,
+        _parse_yes_prob,
+        max_tokens=1,
+        top_logprobs=20,
+        needs_logprobs=True,
+        candidates=YES_TOKENS,
+        missing="no first-token logprobs in the answer (serve with logprobs on)",
+    ),
+    "likert": Template(
+        "likert",
+        LIKERT_QUESTION,
+        _parse_likert,
+        max_tokens=8,
+        missing="no number 1-5 in the answer",
+    ),
 }
 """The named templates of ``vlm-judge``."""
 
@@ -179,5 +202,7 @@ TEMPLATES: dict[str, Template] = {
 def get_template(name: str) -> Template:
     """The template called ``name``; UsageError listing the choices otherwise."""
     if name not in TEMPLATES:
-        raise UsageError(f"unknown VLM-judge template {name!r}; choose one of {', '.join(TEMPLATES)}")
+        raise UsageError(
+            f"unknown VLM-judge template {name!r}; choose one of {', '.join(TEMPLATES)}"
+        )
     return TEMPLATES[name]

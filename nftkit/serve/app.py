@@ -189,8 +189,7 @@ class RewardServer:
             await _drain(request, self.limits.max_body_bytes)
             return self._unauthorized(request)
         try:
-            body = await read_body(request, self.limits.max_body_bytes,
-                                   self.limits.body_timeout_s)
+            body = await read_body(request, self.limits.max_body_bytes, self.limits.body_timeout_s)
             parsed: ScoreRequest = await asyncio.to_thread(
                 parse_score_request, body, self.rewards.keys(), self.limits
             )

@@ -92,7 +92,9 @@ class RemoteReward(Reward):
         connection: http.client.HTTPConnection
         if parts.scheme == "https":
             connection = http.client.HTTPSConnection(
-                parts.hostname or "", parts.port, timeout=self.timeout,
+                parts.hostname or "",
+                parts.port,
+                timeout=self.timeout,
                 context=ssl.create_default_context(),
             )
         else:
@@ -194,5 +196,7 @@ class RemoteReward(Reward):
             if len(details) != len(images) or not all(isinstance(d, dict) for d in details):
                 raise ValueError(f"expected {len(images)} detail objects")
         except (KeyError, TypeError, ValueError) as exc:
-            raise NftkitError(f"reward server {self.url} sent a malformed /score answer: {exc}") from exc
+            raise NftkitError(
+                f"reward server {self.url} sent a malformed /score answer: {exc}"
+            ) from exc
         return RewardOutput(scores, details)

@@ -83,7 +83,9 @@ def encode_image(image: Image.Image, image_format: str = "PNG") -> str:
 
 def _image_bytes(data: Any, index: int) -> bytes:
     if not isinstance(data, str):
-        raise RequestError(400, f"images[{index}] must be a base64 string, got {type(data).__name__}")
+        raise RequestError(
+            400, f"images[{index}] must be a base64 string, got {type(data).__name__}"
+        )
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -70,11 +70,16 @@ class ServeOptions:
     @property
     def limits(self) -> Limits:
         """Request limits from the options."""
-        return Limits(max_batch=self.max_batch, max_body_bytes=int(self.max_body_mb * 1024 * 1024),
-                      body_timeout_s=self.body_timeout_s)
+        return Limits(
+            max_batch=self.max_batch,
+            max_body_bytes=int(self.max_body_mb * 1024 * 1024),
+            body_timeout_s=self.body_timeout_s,
+        )
 
 
-def load_rewards(names: list[str] | tuple[str, ...], device: str, batch_size: int) -> dict[str, Reward]:
+def load_rewards(
+    names: list[str] | tuple[str, ...], device: str, batch_size: int
+) -> dict[str, Reward]:
     """Create each reward through the registry and load its model now, before serving."""
     from nftkit.registry import create_reward
 

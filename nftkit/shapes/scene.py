@@ -121,7 +121,10 @@ def _check_excludes(metadata: dict[str, Any]) -> None:
 
 
 def _place_objects(
-    include: list[dict[str, Any]], rng: np.random.Generator, size: int, max_side: int,
+    include: list[dict[str, Any]],
+    rng: np.random.Generator,
+    size: int,
+    max_side: int,
     reading_order: bool = False,
 ) -> list[list[ShapeObject]] | None:
     """Place every clause's objects at random without overlap; None when it gets stuck."""

@@ -105,8 +105,10 @@ def newest_readable_checkpoint(
             problems.append(f"{path.name}: {exc}")
             if set_aside:
                 moved = _set_aside(path)
-                on_warning(f"checkpoint {path} is damaged ({exc}); moved it to {moved.name}, "
-                           "falling back to the previous one")
+                on_warning(
+                    f"checkpoint {path} is damaged ({exc}); moved it to {moved.name}, "
+                    "falling back to the previous one"
+                )
     raise CheckpointUnreadableError(
         f"no readable checkpoint in {root} ({'; '.join(problems)}); the damaged ones are kept "
         f"as {CORRUPT_PREFIX}{PREFIX}*. Restore a copy, or start over with another --output"

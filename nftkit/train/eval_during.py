@@ -60,8 +60,11 @@ class TrainingEval:
         self.suite = suite
         self.every = every
         self.output = Path(output)
-        options = {"steps": self.evaluator.default_steps, "solver": self.evaluator.default_solver,
-                   **(settings or {})}
+        options = {
+            "steps": self.evaluator.default_steps,
+            "solver": self.evaluator.default_solver,
+            **(settings or {}),
+        }
         self.settings = EvalSettings(limit=limit, **options)
 
     def due(self, epoch: int, final: bool = False) -> bool:
@@ -80,16 +83,29 @@ class TrainingEval:
         link = {"train_run_id": run_id, "train_epoch": epoch, "train_step": step}
         with trainer.ema.swapped_in(trainer.trainable):
             report = run_evaluation(
-                trainer.policy, self.evaluator, str(self.output.resolve()), self.settings,
+                trainer.policy,
+                self.evaluator,
+                str(self.output.resolve()),
+                self.settings,
                 store=store,
-                adapter="default", output_dir=folder, dist=trainer.dist, extra_config=link,
+                adapter="default",
+                output_dir=folder,
+                dist=trainer.dist,
+                extra_config=link,
             )
-        point = {"suite": self.suite, "epoch": epoch, "step": step, "eval_run_id": report.run_id,
-                 "metrics": dict(report.metrics), "images": sample_images(folder)}
+        point = {
+            "suite": self.suite,
+            "epoch": epoch,
+            "step": step,
+            "eval_run_id": report.run_id,
+            "metrics": dict(report.metrics),
+            "images": sample_images(folder),
+        }
         if trainer.dist.is_main:
             if store is not None and run_id is not None:
-                store.log_metrics(run_id, f"eval:{self.suite}", report.metrics, step=step,
-                                  n=report.n_images)
+                store.log_metrics(
+                    run_id, f"eval:{self.suite}", report.metrics, step=step, n=report.n_images
+                )
             write_json_atomic(folder / DONE_FILE, point)
         return point
 

@@ -31,8 +31,16 @@ import os
 import signal
 
 FAULT_ENV = "NFTKIT_FAULT"
-POINTS = ("after-step", "mid-checkpoint", "before-rename", "eval-mid-png", "eval-after-png",
-          "mid-add-samples", "eval-after-batch", "eval-before-finish")
+POINTS = (
+    "after-step",
+    "mid-checkpoint",
+    "before-rename",
+    "eval-mid-png",
+    "eval-after-png",
+    "mid-add-samples",
+    "eval-after-batch",
+    "eval-before-finish",
+)
 
 
 def fault_point(point: str, value: int) -> None:

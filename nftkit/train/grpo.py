@@ -160,7 +160,9 @@ class GRPOTrainer(AdapterTrainer):
         cfg = self.config
         draw = self.draw_epoch(epoch)
         steps = self.sde_steps(epoch)
-        seed_parts = (cfg.seed, epoch, 4, self.dist.rank) if self.dist.enabled else (cfg.seed, epoch, 4)
+        seed_parts = (
+            (cfg.seed, epoch, 4, self.dist.rank) if self.dist.enabled else (cfg.seed, epoch, 4)
+        )
         generator = torch.Generator().manual_seed(mix_seed(*seed_parts))
         n = draw.noise.shape[0]
         states, log_probs = [], []
@@ -177,8 +179,13 @@ class GRPOTrainer(AdapterTrainer):
             log_probs.append(lp.float().cpu())
         all_states = torch.cat(states)
         scored = self.score_epoch(draw, all_states[:, -1].to(self.policy.device))
-        return TrajectoryBatch(**vars(scored), states=all_states, log_probs=torch.cat(log_probs),
-                               sde_steps=steps, train_steps=self.train_steps(epoch))
+        return TrajectoryBatch(
+            **vars(scored),
+            states=all_states,
+            log_probs=torch.cat(log_probs),
+            sde_steps=steps,
+            train_steps=self.train_steps(epoch),
+        )
 
     # ------------------------------------------------------------------ training
     def train_on(self, batch: EpochBatch, epoch: int) -> dict[str, float]:
@@ -198,7 +205,9 @@ class GRPOTrainer(AdapterTrainer):
         grid = self.grid
         advantages = group_advantages(batch.rewards, batch.groups, cfg.std_mode)
         adv = advantages[batch.local].clamp(-cfg.adv_clip, cfg.adv_clip)
-        seed_parts = (cfg.seed, epoch, 3, self.dist.rank) if self.dist.enabled else (cfg.seed, epoch, 3)
+        seed_parts = (
+            (cfg.seed, epoch, 3, self.dist.rank) if self.dist.enabled else (cfg.seed, epoch, 3)
+        )
         generator = torch.Generator().manual_seed(mix_seed(*seed_parts))
         n = batch.states.shape[0]
         num_batches = -(-n // cfg.train_batch_size)
@@ -234,8 +243,15 @@ class GRPOTrainer(AdapterTrainer):
                         x, v, t, t_next, cfg.noise_level, prev_sample=x_next
                     )
                     loss, diag = grpo_loss(
-                        log_prob, batch.log_probs[idx, j].to(device), adv_b, weight_b,
-                        cfg.clip_range, cfg.kl_beta, mean, mean_ref, sigma,
+                        log_prob,
+                        batch.log_probs[idx, j].to(device),
+                        adv_b,
+                        weight_b,
+                        cfg.clip_range,
+                        cfg.kl_beta,
+                        mean,
+                        mean_ref,
+                        sigma,
                     )
                     (loss / (k * cfg.grad_accum)).backward()
                 for key, value in diag.items():
@@ -248,9 +264,13 @@ class GRPOTrainer(AdapterTrainer):
         model.eval()
         soft_update_adapter(model, "old", "default", 0.0)  # next epoch samples on-policy
         stats = {key: value / max(count, 1) for key, value in totals.items()}
-        stats.update({"adv_abs": float(advantages.clamp(-cfg.adv_clip, cfg.adv_clip).abs().mean()),
-                      "zero_adv_frac": float((advantages == 0).float().mean()),
-                      "kept_frac": float(kept.numel() / max(n, 1)),
-                      "train_batch": float(len(micro[0]) if live and micro else 0),
-                      "sde_first_step": float(steps[0])})
+        stats.update(
+            {
+                "adv_abs": float(advantages.clamp(-cfg.adv_clip, cfg.adv_clip).abs().mean()),
+                "zero_adv_frac": float((advantages == 0).float().mean()),
+                "kept_frac": float(kept.numel() / max(n, 1)),
+                "train_batch": float(len(micro[0]) if live and micro else 0),
+                "sde_first_step": float(steps[0]),
+            }
+        )
         return stats

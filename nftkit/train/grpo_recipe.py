@@ -82,8 +82,9 @@ class IntervalEma(EmaWeights):
     reference); it returns the decay applied, or None when the call was skipped.
     """
 
-    def __init__(self, params: Iterable[Tensor], interval: int = 8,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, params: Iterable[Tensor], interval: int = 8, device: torch.device | str | None = None
+    ) -> None:
         """Float32 shadows of ``params``, stepped every ``interval`` optimizer steps."""
         if interval < 1:
             raise ValueError(f"EMA interval must be >= 1, got {interval}")

@@ -61,8 +61,10 @@ class TrainLayout:
             ("per-GPU sample batch", str(self.sample_batch_size)),
             ("per-GPU train batch", str(self.train_batch_size)),
             ("gradient accumulation", str(self.grad_accum)),
-            ("samples per epoch",
-             f"{self.samples_per_epoch} ({self.prompts_per_epoch} prompts x {self.group_size})"),
+            (
+                "samples per epoch",
+                f"{self.samples_per_epoch} ({self.prompts_per_epoch} prompts x {self.group_size})",
+            ),
             ("samples per process", str(self.samples_per_process)),
             ("samples per optimizer step", str(self.samples_per_step)),
             ("optimizer steps per epoch", str(self.steps_per_epoch)),
@@ -113,10 +115,15 @@ def plan_layout(config: Any, processes: int = 1) -> TrainLayout:
     per_step = getattr(config, "samples_per_step", None)
     per_epoch = getattr(config, "steps_per_epoch", None)
     accum_given = getattr(config, "grad_accum", None)
-    for key, value in (("prompts_per_epoch", prompts), ("group_size", group),
-                       ("train_batch_size", batch), ("sample_batch_size", config.sample_batch_size),
-                       ("samples_per_step", per_step), ("steps_per_epoch", per_epoch),
-                       ("grad_accum", accum_given)):
+    for key, value in (
+        ("prompts_per_epoch", prompts),
+        ("group_size", group),
+        ("train_batch_size", batch),
+        ("sample_batch_size", config.sample_batch_size),
+        ("samples_per_step", per_step),
+        ("steps_per_epoch", per_epoch),
+        ("grad_accum", accum_given),
+    ):
         if value is not None and int(value) < 1:
             raise UsageError(f"{key} must be >= 1, got {value}")
     if per_step is not None and per_epoch is not None and per_step * per_epoch != n:
@@ -132,9 +139,15 @@ def plan_layout(config: Any, processes: int = 1) -> TrainLayout:
                 f"steps; use steps_per_epoch {_either(_nearest(valid, per_epoch))}"
             )
         per_step = n // per_epoch
-    common = dict(processes=processes, prompts_per_epoch=prompts, group_size=group,
-                  sample_batch_size=int(config.sample_batch_size), train_batch_size=batch,
-                  epochs=int(config.epochs), trained_timesteps=trained_timesteps(config))
+    common = dict(
+        processes=processes,
+        prompts_per_epoch=prompts,
+        group_size=group,
+        sample_batch_size=int(config.sample_batch_size),
+        train_batch_size=batch,
+        epochs=int(config.epochs),
+        trained_timesteps=trained_timesteps(config),
+    )
     if per_step is None:  # no stated layout: the given grad_accum (the behaviour before layouts)
         if n % processes:
             valid = [p for p in range(1, n + 1) if n % p == 0]
@@ -145,52 +158,75 @@ def plan_layout(config: Any, processes: int = 1) -> TrainLayout:
             )
         accum = int(accum_given or 1)
         micro = math.ceil(n // processes / batch)
-        return TrainLayout(grad_accum=accum, samples_per_step=processes * batch * accum,
-                           steps_per_epoch=math.ceil(micro / accum), **common)
+        return TrainLayout(
+            grad_accum=accum,
+            samples_per_step=processes * batch * accum,
+            steps_per_epoch=math.ceil(micro / accum),
+            **common,
+        )
     if n % per_step:
         valid = [s for s in range(processes * batch, n + 1, processes * batch) if n % s == 0]
-        hint = (f"use samples_per_step {_either(_nearest(valid, per_step))}" if valid
-                else "change group_size or train_batch_size")
+        hint = (
+            f"use samples_per_step {_either(_nearest(valid, per_step))}"
+            if valid
+            else "change group_size or train_batch_size"
+        )
         raise UsageError(
             f"samples_per_step={per_step} does not divide the {n} samples of an epoch; {hint}"
         )
     if per_step % (processes * batch):
-        raise UsageError(_split_error(per_step, processes, batch, prompts, group,
-                                      stated_steps=per_epoch is not None))
+        raise UsageError(
+            _split_error(
+                per_step, processes, batch, prompts, group, stated_steps=per_epoch is not None
+            )
+        )
     accum = per_step // (processes * batch)
     if accum_given is not None and int(accum_given) != accum:
         raise UsageError(
             f"grad_accum={accum_given} contradicts the stated layout ({per_step} samples per step "
             f"on {processes} processes x batch {batch} needs {accum}); drop grad_accum"
         )
-    return TrainLayout(grad_accum=accum, samples_per_step=per_step,
-                       steps_per_epoch=n // per_step, **common)
+    return TrainLayout(
+        grad_accum=accum, samples_per_step=per_step, steps_per_epoch=n // per_step, **common
+    )
 
 
-def _split_error(per_step: int, processes: int, batch: int, prompts: int, group: int,
-                 stated_steps: bool) -> str:
+def _split_error(
+    per_step: int, processes: int, batch: int, prompts: int, group: int, stated_steps: bool
+) -> str:
     """One line: why samples_per_step does not split, and the nearest valid alternatives."""
-    head = (f"{per_step} samples per optimizer step do not split into {processes} processes x "
-            f"per-GPU train batch {batch}")
+    head = (
+        f"{per_step} samples per optimizer step do not split into {processes} processes x "
+        f"per-GPU train batch {batch}"
+    )
     hints = []
     if per_step % processes == 0:
-        batches = [b for b in range(1, per_step // processes + 1)
-                   if (per_step // processes) % b == 0]
-        hints.append(f"valid train_batch_size on {processes} processes: "
-                     f"{_either(_nearest(batches, batch))}")
+        batches = [
+            b for b in range(1, per_step // processes + 1) if (per_step // processes) % b == 0
+        ]
+        hints.append(
+            f"valid train_batch_size on {processes} processes: {_either(_nearest(batches, batch))}"
+        )
     else:
-        hints.append(f"no per-GPU train batch works on {processes} processes ({per_step} is not "
-                     f"a multiple of {processes})")
+        hints.append(
+            f"no per-GPU train batch works on {processes} processes ({per_step} is not "
+            f"a multiple of {processes})"
+        )
     steps = prompts * group // per_step
     if stated_steps:
-        groups = [g for g in range(1, 4 * group + 1)
-                  if (prompts * g) % (steps * processes * batch) == 0]
+        groups = [
+            g for g in range(1, 4 * group + 1) if (prompts * g) % (steps * processes * batch) == 0
+        ]
         if groups:
-            hints.append(f"{'or' if per_step % processes == 0 else 'use'} group_size {_either(_nearest(groups, group))} ({prompts} prompts, "
-                         f"{steps} optimizer step(s) per epoch, batch {batch})")
+            hints.append(
+                f"{'or' if per_step % processes == 0 else 'use'} group_size {_either(_nearest(groups, group))} ({prompts} prompts, "
+                f"{steps} optimizer step(s) per epoch, batch {batch})"
+            )
     else:
         n = prompts * group
         valid = [s for s in range(processes * batch, n + 1, processes * batch) if n % s == 0]
         if valid:
-            hints.append(f"{'or' if per_step % processes == 0 else 'use'} samples_per_step {_either(_nearest(valid, per_step))}")
+            hints.append(
+                f"{'or' if per_step % processes == 0 else 'use'} samples_per_step {_either(_nearest(valid, per_step))}"
+            )
     return f"{head}; {'; '.join(hints)}"

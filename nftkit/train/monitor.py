@@ -51,20 +51,29 @@ class StopRule:
             return None
         value = float(record[key])
         if self.op == "drop":
-            start = next((float(r[key]) for r in history if isinstance(r.get(key), (int, float))),
-                         value)
+            start = next(
+                (float(r[key]) for r in history if isinstance(r.get(key), (int, float))), value
+            )
             if start == 0 or not math.isfinite(start):
                 return None
             drop = 100.0 * (start - value) / abs(start)
             if drop > self.threshold:
-                return (f"stopped by --stop-if '{self.text}': {key} fell {drop:.1f}% "
-                        f"(from {start:.4g} to {value:.4g}) at epoch {record['epoch']}")
+                return (
+                    f"stopped by --stop-if '{self.text}': {key} fell {drop:.1f}% "
+                    f"(from {start:.4g} to {value:.4g}) at epoch {record['epoch']}"
+                )
             return None
-        hit = {"<": value < self.threshold, "<=": value <= self.threshold,
-               ">": value > self.threshold, ">=": value >= self.threshold}[self.op]
+        hit = {
+            "<": value < self.threshold,
+            "<=": value <= self.threshold,
+            ">": value > self.threshold,
+            ">=": value >= self.threshold,
+        }[self.op]
         if hit:
-            return (f"stopped by --stop-if '{self.text}': {key} = {value:.4g} at epoch "
-                    f"{record['epoch']}")
+            return (
+                f"stopped by --stop-if '{self.text}': {key} = {value:.4g} at epoch "
+                f"{record['epoch']}"
+            )
         return None
 
 
@@ -79,12 +88,14 @@ def parse_stop_rule(text: str) -> StopRule:
             value = math.nan
         if math.isfinite(value):
             return StopRule(m.group(1), m.group(2), value, text.strip())
-    raise UsageError(f"--stop-if expects 'NAME<VALUE' (or <=, >, >=) or 'NAME drop>X%', "
-                     f"got {text!r}")
+    raise UsageError(
+        f"--stop-if expects 'NAME<VALUE' (or <=, >, >=) or 'NAME drop>X%', got {text!r}"
+    )
 
 
-def first_stop(rules: list[StopRule], record: dict[str, Any],
-               history: list[dict[str, Any]]) -> str | None:
+def first_stop(
+    rules: list[StopRule], record: dict[str, Any], history: list[dict[str, Any]]
+) -> str | None:
     """The message of the first rule that fires on ``record``, if any."""
     for rule in rules:
         if (why := rule.check(record, history)) is not None:

@@ -101,7 +101,9 @@ class NFTTrainer(AdapterTrainer):
         advantages = group_advantages(batch.rewards, batch.groups, cfg.std_mode)
         r_all = optimality_probability(advantages, cfg.adv_clip)
         r = r_all[batch.local]
-        seed_parts = (cfg.seed, epoch, 3, self.dist.rank) if self.dist.enabled else (cfg.seed, epoch, 3)
+        seed_parts = (
+            (cfg.seed, epoch, 3, self.dist.rank) if self.dist.enabled else (cfg.seed, epoch, 3)
+        )
         generator = torch.Generator().manual_seed(_seed(*seed_parts))
         n = batch.x0.shape[0]
         order = torch.randperm(n, generator=generator)
@@ -117,7 +119,9 @@ class NFTTrainer(AdapterTrainer):
             cond = index_cond(batch.cond, idx.to(self.policy.device))
             rr = r[idx].to(self.policy.device)
             steps = training_timestep_indices(
-                cfg.high_noise_steps or cfg.num_steps, len(idx), cfg.timestep_fraction,
+                cfg.high_noise_steps or cfg.num_steps,
+                len(idx),
+                cfg.timestep_fraction,
                 generator=generator,
             )
             if cfg.max_train_timesteps is not None:
@@ -131,13 +135,23 @@ class NFTTrainer(AdapterTrainer):
                     v_old = self.policy.velocity(x_t, t, cond, adapter="old")
                     v_ref = (
                         self.policy.velocity(x_t, t, cond, adapter=None)
-                        if cfg.ref_weight > 0 else None
+                        if cfg.ref_weight > 0
+                        else None
                     )
                 with self.dist.no_sync(self.ddp, skip=not (sync_now and j == k - 1)):
                     v = self.policy.velocity(x_t, t, cond, adapter="default")
                     loss, diag = nft_loss(
-                        v, v_old, v_ref, x_t, x0, eps, t, rr, cfg.beta,
-                        ref_weight=cfg.ref_weight, weighting=cfg.weighting,
+                        v,
+                        v_old,
+                        v_ref,
+                        x_t,
+                        x0,
+                        eps,
+                        t,
+                        rr,
+                        cfg.beta,
+                        ref_weight=cfg.ref_weight,
+                        weighting=cfg.weighting,
                         adv_clip=cfg.adv_clip,
                     )
                     (loss / (k * cfg.grad_accum)).backward()
@@ -150,6 +164,7 @@ class NFTTrainer(AdapterTrainer):
         eta = old_policy_decay(self.global_step, cfg.eta_schedule)
         soft_update_adapter(model, "old", "default", eta)
         stats = {key: value / max(count, 1) for key, value in totals.items()}
-        stats.update({"eta": eta, "r_mean": float(r_all.mean()),
-                      "adv_abs": float(advantages.abs().mean())})
+        stats.update(
+            {"eta": eta, "r_mean": float(r_all.mean()), "adv_abs": float(advantages.abs().mean())}
+        )
         return stats

@@ -54,8 +54,9 @@ class Preset:
 
     def nft_config(self, **overrides: Any) -> NFTConfig:
         """The preset's NFTConfig with overrides applied (None values ignored)."""
-        return NFTConfig.from_dict({**self.config, **{k: v for k, v in overrides.items()
-                                                      if v is not None}})
+        return NFTConfig.from_dict(
+            {**self.config, **{k: v for k, v in overrides.items() if v is not None}}
+        )
 
 
 PRESETS: dict[str, Preset] = {
@@ -113,19 +114,30 @@ _SHAPES_GRPO: dict[str, Any] = {
     "lora_alpha": 16,
     "checkpoint_every": 10,
 }
-PRESETS.update({
-    "shapes-grpo": Preset(
-        name="shapes-grpo", model="shapes-base", rewards="shapes-geneval", prompts="shapes-train",
-        eval_suite="shapes", algo="grpo", config=dict(_SHAPES_GRPO),
-        description="CPU shapes world, FlowGRPO baseline (SDE sampling, PPO clip, KL)",
-    ),
-    "shapes-grpo-fast": Preset(
-        name="shapes-grpo-fast", model="shapes-base", rewards="shapes-geneval",
-        prompts="shapes-train", eval_suite="shapes", algo="grpo",
-        config={**_SHAPES_GRPO, "sde_window": 2},
-        description="CPU shapes world, FlowGRPO-Fast (SDE inside a random 2-step window)",
-    ),
-})
+PRESETS.update(
+    {
+        "shapes-grpo": Preset(
+            name="shapes-grpo",
+            model="shapes-base",
+            rewards="shapes-geneval",
+            prompts="shapes-train",
+            eval_suite="shapes",
+            algo="grpo",
+            config=dict(_SHAPES_GRPO),
+            description="CPU shapes world, FlowGRPO baseline (SDE sampling, PPO clip, KL)",
+        ),
+        "shapes-grpo-fast": Preset(
+            name="shapes-grpo-fast",
+            model="shapes-base",
+            rewards="shapes-geneval",
+            prompts="shapes-train",
+            eval_suite="shapes",
+            algo="grpo",
+            config={**_SHAPES_GRPO, "sde_window": 2},
+            description="CPU shapes world, FlowGRPO-Fast (SDE inside a random 2-step window)",
+        ),
+    }
+)
 
 SD35M_MODEL = "stabilityai/stable-diffusion-3.5-medium"
 # Reference settings shared by every SD3.5-Medium preset (REFERENCE.md section 1).
@@ -148,11 +160,26 @@ _SD35M_NFT: dict[str, Any] = {
 _SD35M_POLICY: dict[str, Any] = {"resolution": 512}
 
 
-def _sd35m(name: str, rewards: str, prompts: str, eval_suite: str | None, description: str,
-           stages: list[dict[str, Any]] | None = None, **nft: Any) -> Preset:
-    return Preset(name=name, model=SD35M_MODEL, rewards=rewards, prompts=prompts,
-                  config={**_SD35M_NFT, **nft}, eval_suite=eval_suite, description=description,
-                  policy=dict(_SD35M_POLICY), stages=list(stages or []))
+def _sd35m(
+    name: str,
+    rewards: str,
+    prompts: str,
+    eval_suite: str | None,
+    description: str,
+    stages: list[dict[str, Any]] | None = None,
+    **nft: Any,
+) -> Preset:
+    return Preset(
+        name=name,
+        model=SD35M_MODEL,
+        rewards=rewards,
+        prompts=prompts,
+        config={**_SD35M_NFT, **nft},
+        eval_suite=eval_suite,
+        description=description,
+        policy=dict(_SD35M_POLICY),
+        stages=list(stages or []),
+    )
 
 
 # Paper appendix C: PickScore + CLIPScore + HPSv2.1 on Pick-a-Pic prompts (800 it), then + GenEval
@@ -161,55 +188,104 @@ def _sd35m(name: str, rewards: str, prompts: str, eval_suite: str | None, descri
 _PREFERENCE = "pickscore=0.038461538461538464,clipscore,hpsv2"
 MULTIREWARD_STAGES: list[dict[str, Any]] = [
     {"name": "preference", "epochs": 800, "rewards": _PREFERENCE, "prompts": "pickscore-train"},
-    {"name": "geneval-1", "epochs": 300, "rewards": f"{_PREFERENCE},geneval",
-     "prompts": "geneval-train"},
-    {"name": "geneval-2", "epochs": 200, "rewards": f"{_PREFERENCE},geneval",
-     "prompts": "geneval-train"},
-    {"name": "geneval-3", "epochs": 200, "rewards": f"{_PREFERENCE},geneval",
-     "prompts": "geneval-train"},
-    {"name": "ocr", "epochs": 100, "rewards": f"{_PREFERENCE},geneval,ocr",
-     "prompts": "ocr-train"},
+    {
+        "name": "geneval-1",
+        "epochs": 300,
+        "rewards": f"{_PREFERENCE},geneval",
+        "prompts": "geneval-train",
+    },
+    {
+        "name": "geneval-2",
+        "epochs": 200,
+        "rewards": f"{_PREFERENCE},geneval",
+        "prompts": "geneval-train",
+    },
+    {
+        "name": "geneval-3",
+        "epochs": 200,
+        "rewards": f"{_PREFERENCE},geneval",
+        "prompts": "geneval-train",
+    },
+    {"name": "ocr", "epochs": 100, "rewards": f"{_PREFERENCE},geneval,ocr", "prompts": "ocr-train"},
 ]
 
-PRESETS.update({
-    "sd35m-geneval": _sd35m(
-        "sd35m-geneval", "geneval", "geneval-train", "geneval",
-        "SD3.5-Medium, GenEval partial reward, beta 1.0", epochs=1000, beta=1.0,
-    ),
-    "sd35m-ocr": _sd35m(
-        "sd35m-ocr", "ocr", "ocr-train", "ocr",
-        "SD3.5-Medium, OCR reward, beta 0.1, OCR old-policy schedule, 2 optimizer steps per "
-        "epoch", epochs=1000, beta=0.1, eta_schedule="ocr", steps_per_epoch=2,
-    ),
-    "sd35m-pickscore": _sd35m(
-        "sd35m-pickscore", "pickscore", "pickscore-train", "drawbench",
-        "SD3.5-Medium, PickScore reward, beta 1.0", epochs=1000, beta=1.0,
-    ),
-    "sd35m-hpsv2": _sd35m(
-        "sd35m-hpsv2", "hpsv2", "pickscore-train", "drawbench",
-        "SD3.5-Medium, HPSv2.1 reward on Pick-a-Pic prompts, beta 1.0", epochs=1000, beta=1.0,
-    ),
-    "sd35m-multireward": _sd35m(
-        "sd35m-multireward", _PREFERENCE, "pickscore-train", "drawbench",
-        "SD3.5-Medium, staged multi-reward schedule of the paper's appendix C, 40 steps, beta 0.1 "
-        "(follows the paper on purpose; the reference code's one-stage config is "
-        "sd35m-multireward-ref)",
-        stages=MULTIREWARD_STAGES, epochs=1600, beta=0.1, num_steps=40,
-    ),
-    # The reference code's sd3_multi_reward config: one stage, 25 sampling steps, beta 0.1,
-    # PickScore / 26 + HPSv2.1 + CLIPScore on Pick-a-Pic prompts.
-    "sd35m-multireward-ref": _sd35m(
-        "sd35m-multireward-ref", _PREFERENCE, "pickscore-train", "drawbench",
-        "SD3.5-Medium, the reference code's one-stage multi-reward config (PickScore/26 + "
-        "HPSv2.1 + CLIPScore), 25 steps, beta 0.1", epochs=1000, beta=0.1, num_steps=25,
-    ),
-})
+PRESETS.update(
+    {
+        "sd35m-geneval": _sd35m(
+            "sd35m-geneval",
+            "geneval",
+            "geneval-train",
+            "geneval",
+            "SD3.5-Medium, GenEval partial reward, beta 1.0",
+            epochs=1000,
+            beta=1.0,
+        ),
+        "sd35m-ocr": _sd35m(
+            "sd35m-ocr",
+            "ocr",
+            "ocr-train",
+            "ocr",
+            "SD3.5-Medium, OCR reward, beta 0.1, OCR old-policy schedule, 2 optimizer steps per "
+            "epoch",
+            epochs=1000,
+            beta=0.1,
+            eta_schedule="ocr",
+            steps_per_epoch=2,
+        ),
+        "sd35m-pickscore": _sd35m(
+            "sd35m-pickscore",
+            "pickscore",
+            "pickscore-train",
+            "drawbench",
+            "SD3.5-Medium, PickScore reward, beta 1.0",
+            epochs=1000,
+            beta=1.0,
+        ),
+        "sd35m-hpsv2": _sd35m(
+            "sd35m-hpsv2",
+            "hpsv2",
+            "pickscore-train",
+            "drawbench",
+            "SD3.5-Medium, HPSv2.1 reward on Pick-a-Pic prompts, beta 1.0",
+            epochs=1000,
+            beta=1.0,
+        ),
+        "sd35m-multireward": _sd35m(
+            "sd35m-multireward",
+            _PREFERENCE,
+            "pickscore-train",
+            "drawbench",
+            "SD3.5-Medium, staged multi-reward schedule of the paper's appendix C, 40 steps, beta 0.1 "
+            "(follows the paper on purpose; the reference code's one-stage config is "
+            "sd35m-multireward-ref)",
+            stages=MULTIREWARD_STAGES,
+            epochs=1600,
+            beta=0.1,
+            num_steps=40,
+        ),
+        # The reference code's sd3_multi_reward config: one stage, 25 sampling steps, beta 0.1,
+        # PickScore / 26 + HPSv2.1 + CLIPScore on Pick-a-Pic prompts.
+        "sd35m-multireward-ref": _sd35m(
+            "sd35m-multireward-ref",
+            _PREFERENCE,
+            "pickscore-train",
+            "drawbench",
+            "SD3.5-Medium, the reference code's one-stage multi-reward config (PickScore/26 + "
+            "HPSv2.1 + CLIPScore), 25 steps, beta 0.1",
+            epochs=1000,
+            beta=0.1,
+            num_steps=25,
+        ),
+    }
+)
 
 # Training prompt sets named by the presets: file name under $NFTKIT_PROMPTS_DIR, public source.
 TRAINING_PROMPT_SETS: dict[str, tuple[str, str]] = {
     "pickscore-train": ("pickscore/train.txt", "yifan123/flow_grpo: dataset/pickscore/train.txt"),
-    "geneval-train": ("geneval/train_metadata.jsonl",
-                      "yifan123/flow_grpo: dataset/geneval/train_metadata.jsonl"),
+    "geneval-train": (
+        "geneval/train_metadata.jsonl",
+        "yifan123/flow_grpo: dataset/geneval/train_metadata.jsonl",
+    ),
     "ocr-train": ("ocr/train.txt", "yifan123/flow_grpo: dataset/ocr/train.txt"),
 }
 
@@ -283,15 +359,22 @@ _SD35M_GRPO_GENEVAL: dict[str, Any] = {
     "ema_interval": 8,
     "checkpoint_every": 10,
 }
-PRESETS.update({
-    "sd35m-grpo-geneval": Preset(
-        name="sd35m-grpo-geneval", model=SD35M_MODEL, rewards="geneval", prompts="geneval-train",
-        eval_suite="geneval", algo="grpo", config=dict(_SD35M_GRPO_GENEVAL),
-        policy=dict(_SD35M_POLICY),
-        eval_settings={"steps": 40, "solver": "euler", "cfg": 4.5},
-        description="SD3.5-Medium, FlowGRPO baseline (reference geneval_sd3): group 24, CFG 4.5, "
-        "10 SDE steps, clip 1e-4, KL 0.04; eval 40-step ODE at CFG 4.5",
-    ),
-})
+PRESETS.update(
+    {
+        "sd35m-grpo-geneval": Preset(
+            name="sd35m-grpo-geneval",
+            model=SD35M_MODEL,
+            rewards="geneval",
+            prompts="geneval-train",
+            eval_suite="geneval",
+            algo="grpo",
+            config=dict(_SD35M_GRPO_GENEVAL),
+            policy=dict(_SD35M_POLICY),
+            eval_settings={"steps": 40, "solver": "euler", "cfg": 4.5},
+            description="SD3.5-Medium, FlowGRPO baseline (reference geneval_sd3): group 24, CFG 4.5, "
+            "10 SDE steps, clip 1e-4, KL 0.04; eval 40-step ODE at CFG 4.5",
+        ),
+    }
+)
 
 import nftkit.train.presets_families  # noqa: E402, F401  (sd35l-*, flux-dev-*: the larger families)

@@ -26,34 +26,75 @@ _LARGE: dict[str, Any] = {**_SD35M_NFT, "sample_batch_size": 4, "train_batch_siz
 _LARGE_POLICY: dict[str, Any] = {"resolution": 512, "gradient_checkpointing": True}
 
 
-def _preset(name: str, model: str, rewards: str, prompts: str, suite: str, description: str,
-            policy: dict[str, Any] | None = None, **nft: Any) -> Preset:
-    return Preset(name=name, model=model, rewards=rewards, prompts=prompts,
-                  config={**_LARGE, **nft}, eval_suite=suite, description=description,
-                  policy={**_LARGE_POLICY, **(policy or {})})
+def _preset(
+    name: str,
+    model: str,
+    rewards: str,
+    prompts: str,
+    suite: str,
+    description: str,
+    policy: dict[str, Any] | None = None,
+    **nft: Any,
+) -> Preset:
+    return Preset(
+        name=name,
+        model=model,
+        rewards=rewards,
+        prompts=prompts,
+        config={**_LARGE, **nft},
+        eval_suite=suite,
+        description=description,
+        policy={**_LARGE_POLICY, **(policy or {})},
+    )
 
 
 FAMILY_PRESETS: dict[str, Preset] = {
     "sd35l-geneval": _preset(
-        "sd35l-geneval", SD35L_MODEL, "geneval", "geneval-train", "geneval",
+        "sd35l-geneval",
+        SD35L_MODEL,
+        "geneval",
+        "geneval-train",
+        "geneval",
         "SD3.5-Large, GenEval reward, beta 1.0; SD3.5-M reference settings, batch 4/2, 512 px, "
-        "gradient checkpointing", epochs=1000, beta=1.0,
+        "gradient checkpointing",
+        epochs=1000,
+        beta=1.0,
     ),
     "flux-dev-pickscore": _preset(
-        "flux-dev-pickscore", FLUX_DEV_MODEL, "pickscore", "pickscore-train", "drawbench",
+        "flux-dev-pickscore",
+        FLUX_DEV_MODEL,
+        "pickscore",
+        "pickscore-train",
+        "drawbench",
         "FLUX.1-dev, PickScore reward, beta 1.0, guidance embedding 3.5, 512 px, batch 4/2",
-        policy={"guidance": 3.5}, epochs=1000, beta=1.0,
+        policy={"guidance": 3.5},
+        epochs=1000,
+        beta=1.0,
     ),
     "flux-dev-ocr": _preset(
-        "flux-dev-ocr", FLUX_DEV_MODEL, "ocr", "ocr-train", "ocr",
+        "flux-dev-ocr",
+        FLUX_DEV_MODEL,
+        "ocr",
+        "ocr-train",
+        "ocr",
         "FLUX.1-dev, OCR reward, beta 0.1, OCR old-policy schedule, guidance 3.5, 512 px",
-        policy={"guidance": 3.5}, epochs=1000, beta=0.1, eta_schedule="ocr",
+        policy={"guidance": 3.5},
+        epochs=1000,
+        beta=0.1,
+        eta_schedule="ocr",
     ),
     "qwen-image-ocr": _preset(
-        "qwen-image-ocr", QWEN_IMAGE_MODEL, "ocr", "ocr-train", "ocr",
+        "qwen-image-ocr",
+        QWEN_IMAGE_MODEL,
+        "ocr",
+        "ocr-train",
+        "ocr",
         "Qwen-Image, OCR reward, beta 0.1, OCR old-policy schedule, 512 px, batch 4/2, "
-        "text encoder kept on the CPU", policy={"text_encoder_device": "cpu"}, epochs=1000,
-        beta=0.1, eta_schedule="ocr",
+        "text encoder kept on the CPU",
+        policy={"text_encoder_device": "cpu"},
+        epochs=1000,
+        beta=0.1,
+        eta_schedule="ocr",
     ),
 }
 PRESETS.update(FAMILY_PRESETS)

@@ -57,11 +57,18 @@ class TrainSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly description (stored with the run)."""
-        return {"model": self.model, "rewards": self.rewards, "prompts": self.prompts,
-                "preset": self.preset, "device": self.device, "algo": self.algo,
-                self.algo: self.config.to_dict(),
-                "policy": self.policy_options or {}, "stages": self.stages,
-                "watch": self.watch.to_dict()}
+        return {
+            "model": self.model,
+            "rewards": self.rewards,
+            "prompts": self.prompts,
+            "preset": self.preset,
+            "device": self.device,
+            "algo": self.algo,
+            self.algo: self.config.to_dict(),
+            "policy": self.policy_options or {},
+            "stages": self.stages,
+            "watch": self.watch.to_dict(),
+        }
 
 
 def run_training(
@@ -114,7 +121,11 @@ def _run_locked(
     output.mkdir(parents=True, exist_ok=True)  # only once every input above is valid
     lock.acquire()
     trainer = trainer_class(spec.algo)(
-        policy, composer, prompts, spec.config, output,
+        policy,
+        composer,
+        prompts,
+        spec.config,
+        output,
         model_info={"family": info.get("family", "shapes"), "base": info.get("base", spec.model)},
         dist=dist,
     )
@@ -209,9 +220,15 @@ def _write_figures(
     """reward_curve.png and samples_base_vs_tuned.png (EMA weights, same seeds as base)."""
     from nftkit.plots import reward_curve, sample_grid
 
-    reward_curve(trainer.history, output / "reward_curve.png",
-                 title=f"{TITLES.get(trainer.algo, trainer.algo)} training")
+    reward_curve(
+        trainer.history,
+        output / "reward_curve.png",
+        title=f"{TITLES.get(trainer.algo, trainer.algo)} training",
+    )
     with trainer.ema.swapped_in(trainer.trainable):
         tuned = _grid_images(policy, prompts, adapter="default")
-    sample_grid([("base", base), ("tuned", tuned)], [p.text for p in prompts],
-                output / "samples_base_vs_tuned.png")
+    sample_grid(
+        [("base", base), ("tuned", tuned)],
+        [p.text for p in prompts],
+        output / "samples_base_vs_tuned.png",
+    )

@@ -191,8 +191,15 @@ def sde_trajectory(
     [B, S + 1, ...] in the dtype of ``x_T`` (states[:, 0] is x_T), log_probs [B, S] float32
     (float64 for float64 input) with NaN at ODE steps.
     """
-    _, states, log_probs = _integrate(velocity_fn, x_T, ts, noise_level=noise_level,
-                                      generator=generator, sde_steps=sde_steps, keep_states=True)
+    _, states, log_probs = _integrate(
+        velocity_fn,
+        x_T,
+        ts,
+        noise_level=noise_level,
+        generator=generator,
+        sde_steps=sde_steps,
+        keep_states=True,
+    )
     return states, log_probs
 
 
@@ -257,7 +264,9 @@ def sample(
     else:
         ts = torch.as_tensor(grid)
         if ts.numel() != num_steps + 1:
-            raise ValueError(f"grid has {ts.numel()} entries; {num_steps} steps need {num_steps + 1}")
+            raise ValueError(
+                f"grid has {ts.numel()} entries; {num_steps} steps need {num_steps + 1}"
+            )
     if solver == "dpm2":
         return dpm_solver2_ode(velocity_fn, x_T, ts)
     if solver == "euler":

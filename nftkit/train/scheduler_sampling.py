@@ -19,7 +19,11 @@ from nftkit.train.sampling import VelocityFn
 
 @torch.no_grad()
 def scheduler_sample(
-    velocity_fn: VelocityFn, x_T: Tensor, scheduler: Any, num_steps: int, **set_timesteps_kwargs: Any
+    velocity_fn: VelocityFn,
+    x_T: Tensor,
+    scheduler: Any,
+    num_steps: int,
+    **set_timesteps_kwargs: Any,
 ) -> Tensor:
     """Integrate from noise ``x_T`` with ``scheduler`` (a copy; the original is left untouched).
 

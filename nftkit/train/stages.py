@@ -37,8 +37,14 @@ def parse_stages(raw: list[dict[str, Any]] | None) -> list[Stage]:
         epochs = int(item["epochs"])
         if epochs < 1:
             raise UsageError(f"stage {i}: epochs must be >= 1")
-        stages.append(Stage(str(item.get("name", f"stage{i}")), epochs, str(item["rewards"]),
-                            str(item["prompts"])))
+        stages.append(
+            Stage(
+                str(item.get("name", f"stage{i}")),
+                epochs,
+                str(item["rewards"]),
+                str(item["prompts"]),
+            )
+        )
     return stages
 
 

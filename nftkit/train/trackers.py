@@ -40,8 +40,10 @@ def check_installed(names: list[str]) -> None:
     """Fail with the ``pip install`` to run when a chosen tracker's package is missing."""
     missing = [_PACKAGES[n] for n in names if importlib.util.find_spec(_PACKAGES[n]) is None]
     if missing:
-        raise UsageError(f"--log-with {','.join(names)} needs {' '.join(missing)}: run "
-                         f"pip install {' '.join(missing)} (or pip install 'nftkit[trackers]')")
+        raise UsageError(
+            f"--log-with {','.join(names)} needs {' '.join(missing)}: run "
+            f"pip install {' '.join(missing)} (or pip install 'nftkit[trackers]')"
+        )
 
 
 def flat_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -61,8 +63,9 @@ def flat_config(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class Trackers:
     """accelerate trackers for one training run (no-op with no names)."""
 
-    def __init__(self, names: list[str], output: Path, run_name: str,
-                 config: dict[str, Any]) -> None:
+    def __init__(
+        self, names: list[str], output: Path, run_name: str, config: dict[str, Any]
+    ) -> None:
         self.names = names
         self.accelerator: Any = None
         if not names:
@@ -76,18 +79,24 @@ class Trackers:
         os.environ.setdefault("MLFLOW_TRACKING_URI", (Path(output) / "mlruns").resolve().as_uri())
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # offline, under the run
         self.accelerator = Accelerator(log_with=names, project_dir=str(folder), cpu=True)
-        init = {"wandb": {"dir": str(folder), "name": run_name},
-                "mlflow": {"run_name": run_name},
-                "tensorboard": {}}
-        self.accelerator.init_trackers(PROJECT, config=flat_config(config),
-                                       init_kwargs={n: init[n] for n in names})
+        init = {
+            "wandb": {"dir": str(folder), "name": run_name},
+            "mlflow": {"run_name": run_name},
+            "tensorboard": {},
+        }
+        self.accelerator.init_trackers(
+            PROJECT, config=flat_config(config), init_kwargs={n: init[n] for n in names}
+        )
 
     def log(self, values: dict[str, Any], step: int) -> None:
         """Log the numeric entries of ``values`` at ``step``."""
         if self.accelerator is None:
             return
-        scalars = {k: float(v) for k, v in values.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scalars = {
+            k: float(v)
+            for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         if scalars:
             self.accelerator.log(scalars, step=step)
 

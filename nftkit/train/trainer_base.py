@@ -174,8 +174,11 @@ class AdapterTrainer:
         with torch.random.fork_rng(devices=[]):  # LoRA init depends on the seed only
             torch.manual_seed(mix_seed(config.seed, 0))
             add_nft_adapters(
-                policy.model, policy.lora_targets, rank=config.lora_rank,
-                alpha=config.lora_alpha, init=config.lora_init,
+                policy.model,
+                policy.lora_targets,
+                rank=config.lora_rank,
+                alpha=config.lora_alpha,
+                init=config.lora_init,
             )
         self.trainable = list(adapter_parameters(policy.model, "default").values())
         self.ddp = self.dist.wrap(policy.model)
@@ -187,8 +190,11 @@ class AdapterTrainer:
                 )
             policy.forward_module = self.ddp  # type: ignore[attr-defined]
         self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=config.lr, betas=config.adam_betas,
-            weight_decay=config.weight_decay, eps=config.adam_eps,
+            self.trainable,
+            lr=config.lr,
+            betas=config.adam_betas,
+            weight_decay=config.weight_decay,
+            eps=config.adam_eps,
         )
         self.ema = EmaWeights(self.trainable)
         self.epoch = 0
@@ -232,16 +238,17 @@ class AdapterTrainer:
         prompts = [p.text for p in draw.items for _ in range(group)][draw.local]
         metadata = [p.metadata for p in draw.items for _ in range(group)][draw.local]
         n = x0.shape[0]
-        images = torch.cat([
-            self.policy.decode(x0[i : i + cfg.sample_batch_size]).cpu()
-            for i in range(0, n, cfg.sample_batch_size)
-        ])
+        images = torch.cat(
+            [
+                self.policy.decode(x0[i : i + cfg.sample_batch_size]).cpu()
+                for i in range(0, n, cfg.sample_batch_size)
+            ]
+        )
         scored = self.composer(images, prompts, metadata)
         groups = [int(i) for i in draw.chosen for _ in range(group)]
         rewards = self.dist.gather(scored.total)
         components = {k: self.dist.gather(v) for k, v in scored.components.items()}
-        return EpochBatch(x0, draw.cond, prompts, metadata, groups, rewards, components,
-                          draw.local)
+        return EpochBatch(x0, draw.cond, prompts, metadata, groups, rewards, components, draw.local)
 
     # ------------------------------------------------------------------ the epoch
     def optimizer_step(self, totals: dict[str, float], k: int) -> None:
@@ -271,7 +278,9 @@ class AdapterTrainer:
             "seconds": time.time() - start,
         }
         if not all(math.isfinite(v) for v in record.values() if isinstance(v, float)):
-            raise FloatingPointError(f"non-finite training statistics at epoch {self.epoch}: {record}")
+            raise FloatingPointError(
+                f"non-finite training statistics at epoch {self.epoch}: {record}"
+            )
         self.history.append(record)
         self.epoch += 1
         if self.on_epoch_end is not None:
@@ -292,8 +301,11 @@ class AdapterTrainer:
         sums = self.dist.gather(checksum.reshape(1).to(std.device)).tolist()
         if max(stds) != min(stds) or max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
             raise RuntimeError(f"processes disagree: reward std {stds}, LoRA checksum {sums}")
-        return {"world_size": self.dist.world_size, "reward_std_ranks": stds,
-                "lora_checksum_ranks": sums}
+        return {
+            "world_size": self.dist.world_size,
+            "reward_std_ranks": stds,
+            "lora_checksum_ranks": sums,
+        }
 
     # ------------------------------------------------------------------ persistence
     @property
@@ -342,8 +354,9 @@ class AdapterTrainer:
         """
         from nftkit.train.checkpoint_read import newest_readable_checkpoint
 
-        loaded = newest_readable_checkpoint(self.checkpoint_root, check=self._check_state,
-                                            set_aside=self.dist.is_main)
+        loaded = newest_readable_checkpoint(
+            self.checkpoint_root, check=self._check_state, set_aside=self.dist.is_main
+        )
         if loaded is None:
             return False
         state = loaded.json["trainer_state"]
@@ -384,8 +397,10 @@ class AdapterTrainer:
 
         model = self.policy.model
         with self.ema.swapped_in(self.trainable):
-            adapter = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in
-                       adapter_parameters(model, "default").items()}
+            adapter = {
+                k: v.detach().to("cpu", copy=True).contiguous()
+                for k, v in adapter_parameters(model, "default").items()
+            }
             prefix = getattr(self.policy, "lora_prefix", "transformer")
             diffusers_sd = lora_state_dict_for_diffusers(model, "default", prefix=prefix)
         tmp = lora_dir / f".{ADAPTER_FILE}.tmp"

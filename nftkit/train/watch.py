@@ -47,8 +47,10 @@ class WatchOptions:
     def check(self) -> None:
         """One-line errors for options that cannot work together (before anything loads)."""
         if self.eval_suite is None and (self.eval_every is not None or self.eval_limit):
-            raise UsageError("--eval-every / --eval-limit need --eval-suite NAME (or a preset "
-                             "that has an eval suite)")
+            raise UsageError(
+                "--eval-every / --eval-limit need --eval-suite NAME (or a preset "
+                "that has an eval suite)"
+            )
         self.rules()
         parse_log_with(self.log_with)
 
@@ -74,17 +76,32 @@ def peak_memory() -> dict[str, float]:
 class Watch:
     """The runner's hooks for one run (see the module docstring)."""
 
-    def __init__(self, options: WatchOptions, output: Path, device: str,
-                 config: dict[str, Any], db_url: str | None = None) -> None:
+    def __init__(
+        self,
+        options: WatchOptions,
+        output: Path,
+        device: str,
+        config: dict[str, Any],
+        db_url: str | None = None,
+    ) -> None:
         options.check()
         self.options = options
         self.db_url = db_url
         self.output = Path(output)
         self.rules = options.rules()
         self.tracker_names = parse_log_with(options.log_with)
-        self.evaluation = (TrainingEval(options.eval_suite, options.eval_every, self.output,
-                                        device, options.eval_limit, options.eval_settings)
-                           if options.eval_suite else None)
+        self.evaluation = (
+            TrainingEval(
+                options.eval_suite,
+                options.eval_every,
+                self.output,
+                device,
+                options.eval_limit,
+                options.eval_settings,
+            )
+            if options.eval_suite
+            else None
+        )
         self.monitors: Any = None
         if options.monitor:
             from nftkit.compose import RewardComposer
@@ -104,8 +121,9 @@ class Watch:
         if store is None and trainer.dist.enabled and self.evaluation is not None:
             self.store = self.db_store()  # every process of an evaluation shares its run
         if trainer.dist.is_main:
-            self.trackers = Trackers(self.tracker_names, self.output, str(run_id or "train"),
-                                     self.config)
+            self.trackers = Trackers(
+                self.tracker_names, self.output, str(run_id or "train"), self.config
+            )
         if self.evaluation is not None and self.evaluation.due(trainer.epoch):
             self._evaluate()
 
@@ -119,8 +137,9 @@ class Watch:
         """Make sure the trainer's (possibly new) composer reports its statistics."""
         trainer = self.trainer
         if not isinstance(trainer.composer, WatchedComposer):
-            trainer.composer = WatchedComposer(trainer.composer, self.monitors,
-                                               trainer.config.group_size, trainer.dist.gather)
+            trainer.composer = WatchedComposer(
+                trainer.composer, self.monitors, trainer.config.group_size, trainer.dist.gather
+            )
         self._started = time.time()
 
     def after_epoch(self, record: dict[str, Any]) -> str | None:
@@ -138,8 +157,10 @@ class Watch:
         record["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
         if self.trackers is not None:
             volatile["time/watch_seconds"] = inside + time.perf_counter() - began
-            self.trackers.log({k: v for k, v in {**record, **volatile}.items()
-                               if k not in ("epoch", "step")}, step=record["step"])
+            self.trackers.log(
+                {k: v for k, v in {**record, **volatile}.items() if k not in ("epoch", "step")},
+                step=record["step"],
+            )
         self.stopped = first_stop(self.rules, record, trainer.history)
         if self.evaluation is not None and self.evaluation.due(trainer.epoch):
             self._evaluate()
@@ -151,8 +172,11 @@ class Watch:
         n_images = cfg.prompts_per_epoch * cfg.group_size
         now = time.time()
         scored = getattr(self.trainer.composer, "scored_at", None) or now
-        out = {"seconds_per_epoch": now - self._started,
-               "time/sample_seconds": scored - self._started, "time/train_seconds": now - scored}
+        out = {
+            "seconds_per_epoch": now - self._started,
+            "time/sample_seconds": scored - self._started,
+            "time/train_seconds": now - scored,
+        }
         for part in ("sample", "train"):
             if out[f"time/{part}_seconds"] > 0:
                 out[f"throughput/{part}_images_per_s"] = n_images / out[f"time/{part}_seconds"]
@@ -161,8 +185,11 @@ class Watch:
 
     def final_eval(self) -> None:
         """Evaluate the final checkpoint of a finished (or stopped) run, unless done already."""
-        if (self.evaluation is not None and self.trainer is not None
-                and self.evaluation.due(self.trainer.epoch, final=True)):
+        if (
+            self.evaluation is not None
+            and self.trainer is not None
+            and self.evaluation.due(self.trainer.epoch, final=True)
+        ):
             self._evaluate()
 
     def close(self) -> None:
@@ -181,9 +208,12 @@ class Watch:
         self.points.append(point)
         if self.trackers is not None:
             suite = point["suite"]
-            self.trackers.log({f"eval/{suite}/{k}": v for k, v in point["metrics"].items()},
-                              step=point["step"])
-            self.trackers.log_images(f"eval/{suite}/samples", _load(self.output, point), step=point["step"])
+            self.trackers.log(
+                {f"eval/{suite}/{k}": v for k, v in point["metrics"].items()}, step=point["step"]
+            )
+            self.trackers.log_images(
+                f"eval/{suite}/samples", _load(self.output, point), step=point["step"]
+            )
 
 
 def _load(output: Path, point: dict[str, Any]) -> list[Any]:

@@ -89,8 +89,14 @@ class ToyFlowPolicy:
         """Uniform float64 sigmas 1 -> 0."""
         return torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
 
-    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor],
-                 adapter: str | None = "default", integer_timestep: bool = False) -> torch.Tensor:
+    def velocity(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        cond: dict[str, torch.Tensor],
+        adapter: str | None = "default",
+        integer_timestep: bool = False,
+    ) -> torch.Tensor:
         """v = eps - x0 (float32) with LoRA adapter ``adapter`` (None: the base model)."""
         from nftkit.policies.base import has_lora_layers
         from nftkit.train.lora import use_adapter
@@ -98,8 +104,9 @@ class ToyFlowPolicy:
         context = use_adapter(self.model, adapter) if has_lora_layers(self.model) else nullcontext()
         sigma = t.to(self.device, torch.float32).reshape(-1).expand(x_t.shape[0])
         with context:
-            return (self.forward_module or self.model)(x_t.to(self.device), sigma,
-                                                       cond["text"]).float()
+            return (self.forward_module or self.model)(
+                x_t.to(self.device), sigma, cond["text"]
+            ).float()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [0, 1], upsampled 4x."""
