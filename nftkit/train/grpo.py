@@ -32,12 +32,8 @@ from nftkit.train.grpo_loss import grpo_loss
 from nftkit.train.grpo_recipe import IntervalEma, cfg_velocity, kept_samples, train_batches
 from nftkit.train.lora import soft_update_adapter
 from nftkit.train.sampling import flow_sde_step, sde_trajectory
-from nftkit.train.trainer_base import (
-    AdapterTrainer,
-    EpochBatch,
-    TrainerConfig,
-    mix_seed,
-)
+from nftkit.train.trainer_base import AdapterTrainer, EpochBatch, mix_seed
+from nftkit.train.trainer_config import TrainerConfig
 
 
 @dataclass

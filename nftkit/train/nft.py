@@ -31,12 +31,14 @@ from nftkit.train.trainer_base import (  # noqa: F401  (re-exported: the public 
     MODEL_INFO_FILE,
     AdapterTrainer,
     EpochBatch,
-    PromptItem,
-    TrainerConfig,
-    config_from_dict,
     write_history,
 )
 from nftkit.train.trainer_base import mix_seed as _seed
+from nftkit.train.trainer_config import (  # noqa: F401  (re-exported: the public import path)
+    PromptItem,
+    TrainerConfig,
+    config_from_dict,
+)
 
 
 @dataclass
