@@ -9,41 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from nftkit.cli.main import app
 from nftkit.policies.loading import describe_model, load_policy
 from nftkit.policies.sana import SanaPolicy
-
-PROMPTS = ["a red cube", "two dogs on a green sofa", 'a sign that says "hello"', "a blue car"]
-TINY_NFT = [
-    "--set",
-    "prompts_per_epoch=2",
-    "--set",
-    "group_size=4",
-    "--set",
-    "num_steps=3",
-    "--set",
-    "sample_batch_size=8",
-    "--set",
-    "train_batch_size=4",
-    "--set",
-    "max_train_timesteps=2",
-    "--set",
-    "lora_rank=4",
-    "--set",
-    "lora_alpha=8",
-    "--set",
-    "lr=0.01",
-    "--set",
-    "seed=5",
-]
-
-
-def invoke(*args: str) -> Any:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result
+from tests.family_helpers import PROMPTS, TINY_NFT, invoke
 
 
 @pytest.fixture(scope="module")

@@ -22,27 +22,10 @@ from torch import nn
 from nftkit.policies.base import Cond, has_lora_layers, velocity_context
 from nftkit.policies.diffusers_loading import load_pipeline
 from nftkit.policies.prompt_cache import PromptEmbeddingCache
+from nftkit.policies.sd3 import parse_dtype
 
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
+to_dtype = parse_dtype  # "bf16" -> torch.bfloat16 (the SD3 policy's parser)
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
-
-
-def to_dtype(value: str | torch.dtype | None, default: torch.dtype) -> torch.dtype:
-    """A torch dtype from a name such as "bf16" (None gives ``default``)."""
-    if value is None:
-        return default
-    if isinstance(value, torch.dtype):
-        return value
-    if value not in _DTYPES:
-        raise ValueError(f"unknown dtype {value!r}; choose one of {sorted(_DTYPES)}")
-    return _DTYPES[value]
 
 
 class DiffusersFlowPolicy:
