@@ -7,30 +7,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from nftkit.cli.main import app
-
-PROMPTS = ["a red cube", "two dogs on a green sofa", 'a sign that says "hello"', "a blue car"]
-TINY_NFT = [
-    "--set",
-    "prompts_per_epoch=2",
-    "--set",
-    "group_size=4",
-    "--set",
-    "num_steps=3",
-    "--set",
-    "sample_batch_size=8",
-    "--set",
-    "train_batch_size=4",
-    "--set",
-    "max_train_timesteps=2",
-    "--set",
-    "lora_rank=4",
-    "--set",
-    "lora_alpha=8",
-    "--set",
-    "lr=0.01",
-    "--set",
-    "seed=5",
-]
+from tests.sd3_helpers import PROMPTS, TINY_NFT  # noqa: F401  (shared by the family tests)
 
 
 def invoke(*args: str) -> Any:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,37 +13,17 @@ from nftkit.errors import UnknownPluginError, UsageError
 from nftkit.policies.families import family_class, family_for_hub_id
 from nftkit.policies.loading import describe_model
 from tests.conftest import REPO_ROOT, run_cli
+from tests.plugin_install import pip_install_target
 
 EXAMPLE = REPO_ROOT / "examples" / "nftkit-toyflow"
 BUILTIN = {"shapes", "sd3", "flux", "sana", "qwen-image"}
-
-
-def _pip_install_target(project: Path, target: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(project),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
 
 
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A --target folder with the example family and a family plugin that fails on import."""
     target = tmp_path_factory.mktemp("family-plugins")
-    _pip_install_target(EXAMPLE, target)
+    pip_install_target(EXAMPLE, target)
     broken = tmp_path_factory.mktemp("broken-family")
     (broken / "nftkit_broken_family").mkdir()
     (broken / "nftkit_broken_family" / "__init__.py").write_text(
@@ -65,7 +43,7 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         packages = ["nftkit_broken_family"]
     """)
     )
-    _pip_install_target(broken, target)
+    pip_install_target(broken, target)
     return target
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -16,36 +15,16 @@ from PIL import Image
 from nftkit.errors import UnknownPluginError
 from nftkit.registry import REWARDS, Registry
 from tests.conftest import REPO_ROOT, run_cli
+from tests.plugin_install import pip_install_target
 
 EXAMPLE = REPO_ROOT / "examples" / "nftkit-colorfulness"
-
-
-def _pip_install_target(project: Path, target: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(project),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
 
 
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A --target folder holding the example plugin and a plugin that raises on import."""
     target = tmp_path_factory.mktemp("plugins")
-    _pip_install_target(EXAMPLE, target)
+    pip_install_target(EXAMPLE, target)
     broken = tmp_path_factory.mktemp("broken-src")
     (broken / "nftkit_broken").mkdir()
     (broken / "nftkit_broken" / "__init__.py").write_text(
@@ -79,7 +58,7 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         packages = ["nftkit_broken", "nftkit_half_done"]
     """)
     )
-    _pip_install_target(broken, target)
+    pip_install_target(broken, target)
     return target
 
 

@@ -64,7 +64,27 @@ def dynamic_shift_mu(seq_len: int, config: Any) -> float:
     return float(seq_len * slope + base_shift - slope * base_len)
 
 
-class FluxPolicy(DiffusersFlowPolicy):
+class PackedLatentPolicy(DiffusersFlowPolicy):
+    """Families that pack 2x2 latent patches into tokens (FLUX, Qwen-Image): their latent shape,
+    token count and dynamic-shift grid (``sigmas`` 1 .. 1/N with ``mu`` from the token count)."""
+
+    def _latent_shape(self, size: int) -> tuple[int, ...]:
+        side = 2 * (size // (self.pipeline.vae_scale_factor * 2))
+        return (self.model.config.in_channels // 4, side, side)
+
+    @property
+    def image_seq_len(self) -> int:
+        """Number of packed image tokens at the policy's resolution."""
+        _, h, w = self.latent_shape
+        return (h // 2) * (w // 2)
+
+    def _grid_kwargs(self, num_steps: int) -> dict[str, Any]:
+        sigmas = np.linspace(1.0, 1.0 / num_steps, num_steps)
+        mu = dynamic_shift_mu(self.image_seq_len, self.pipeline.scheduler.config)
+        return {"sigmas": sigmas, "mu": mu}
+
+
+class FluxPolicy(PackedLatentPolicy):
     """FLUX.1-dev / FLUX.1-schnell (FluxPipeline): packed 2x2 latents, fixed guidance value."""
 
     family = "flux"
@@ -87,21 +107,6 @@ class FluxPolicy(DiffusersFlowPolicy):
         """The VAE's ``sample_size`` (1024 for FLUX.1), else the pipeline default."""
         size = getattr(self.pipeline.vae.config, "sample_size", None)
         return int(size) if isinstance(size, int) else super().default_resolution()
-
-    def _latent_shape(self, size: int) -> tuple[int, ...]:
-        side = 2 * (size // (self.pipeline.vae_scale_factor * 2))
-        return (self.model.config.in_channels // 4, side, side)
-
-    @property
-    def image_seq_len(self) -> int:
-        """Number of packed image tokens at the policy's resolution."""
-        _, h, w = self.latent_shape
-        return (h // 2) * (w // 2)
-
-    def _grid_kwargs(self, num_steps: int) -> dict[str, Any]:
-        sigmas = np.linspace(1.0, 1.0 / num_steps, num_steps)
-        mu = dynamic_shift_mu(self.image_seq_len, self.pipeline.scheduler.config)
-        return {"sigmas": sigmas, "mu": mu}
 
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         embeds, pooled, _ = self.pipeline.encode_prompt(

@@ -16,12 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
-from nftkit.policies.diffusers_flow import DiffusersFlowPolicy
-from nftkit.policies.flux import dynamic_shift_mu, pack_latents, unpack_latents
+from nftkit.policies.flux import PackedLatentPolicy, pack_latents, unpack_latents
 
 # LoRA targets of flow_grpo's Qwen-Image script / diffusers' Qwen-Image LoRA training: the
 # image and text stream attention projections and both MLPs
@@ -32,7 +30,7 @@ QWEN_IMAGE_LORA_TARGETS = [
 ]  # fmt: skip
 
 
-class QwenImagePolicy(DiffusersFlowPolicy):
+class QwenImagePolicy(PackedLatentPolicy):
     """Qwen-Image (QwenImagePipeline): packed 2x2 latents, Qwen2.5-VL prompts."""
 
     family = "qwen-image"
@@ -45,21 +43,6 @@ class QwenImagePolicy(DiffusersFlowPolicy):
     def _default_sequence_length(self) -> int:
         limit = int(getattr(self.pipeline.tokenizer, "model_max_length", 512) or 512)
         return min(self.default_max_sequence_length, limit)
-
-    def _latent_shape(self, size: int) -> tuple[int, ...]:
-        side = 2 * (size // (self.pipeline.vae_scale_factor * 2))
-        return (self.model.config.in_channels // 4, side, side)
-
-    @property
-    def image_seq_len(self) -> int:
-        """Number of packed image tokens at the policy's resolution."""
-        _, h, w = self.latent_shape
-        return (h // 2) * (w // 2)
-
-    def _grid_kwargs(self, num_steps: int) -> dict[str, Any]:
-        sigmas = np.linspace(1.0, 1.0 / num_steps, num_steps)
-        mu = dynamic_shift_mu(self.image_seq_len, self.pipeline.scheduler.config)
-        return {"sigmas": sigmas, "mu": mu}
 
     def _encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         embeds, mask = self.pipeline.encode_prompt(
