@@ -43,3 +43,29 @@ def write_tiny_shapes_model(
         torch.nn.init.normal_(model.conv_out.weight, std=0.02)
     ShapesPolicy(model).save_pretrained(path, dtype=dtype)
     return path
+
+
+# One tiny shapes training on the CLI (one epoch, tiny batches, full precision).
+TINY_TRAIN = [
+    "--steps",
+    "1",
+    "--quiet",
+    "--set",
+    "prompts_per_epoch=2",
+    "--set",
+    "group_size=2",
+    "--set",
+    "num_steps=2",
+    "--set",
+    "sample_batch_size=4",
+    "--set",
+    "train_batch_size=4",
+    "--set",
+    "max_train_timesteps=1",
+    "--set",
+    "lora_rank=2",
+    "--set",
+    "lora_alpha=4",
+    "--set",
+    "policy.autocast_dtype=null",
+]

@@ -19,31 +19,8 @@ import pytest
 from PIL import Image
 
 from nftkit.results.store import ResultsStore
-from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
+from tests.shapes_helpers import TINY_TRAIN, tiny_shapes_config, write_tiny_shapes_model
 
-TINY_TRAIN = [
-    "--steps",
-    "1",
-    "--quiet",
-    "--set",
-    "prompts_per_epoch=2",
-    "--set",
-    "group_size=2",
-    "--set",
-    "num_steps=2",
-    "--set",
-    "sample_batch_size=4",
-    "--set",
-    "train_batch_size=4",
-    "--set",
-    "max_train_timesteps=1",
-    "--set",
-    "lora_rank=2",
-    "--set",
-    "lora_alpha=4",
-    "--set",
-    "policy.autocast_dtype=null",
-]
 UNREACHABLE_PG = "postgresql+psycopg://nftkit:s3cret@127.0.0.1:1/nftkit"
 
 BAD_PLUGINS = '''

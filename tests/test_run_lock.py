@@ -16,31 +16,8 @@ from pathlib import Path
 import pytest
 
 from nftkit.train.run_lock import LOCK_FILE, RunFolderLocked, RunLock, lock_holder
-from tests.shapes_helpers import tiny_shapes_config, write_tiny_shapes_model
+from tests.shapes_helpers import TINY_TRAIN, tiny_shapes_config, write_tiny_shapes_model
 
-TINY = [
-    "--steps",
-    "1",
-    "--quiet",
-    "--set",
-    "prompts_per_epoch=2",
-    "--set",
-    "group_size=2",
-    "--set",
-    "num_steps=2",
-    "--set",
-    "sample_batch_size=4",
-    "--set",
-    "train_batch_size=4",
-    "--set",
-    "max_train_timesteps=1",
-    "--set",
-    "lora_rank=2",
-    "--set",
-    "lora_alpha=4",
-    "--set",
-    "policy.autocast_dtype=null",
-]
 HOLD = (
     "import sys; from nftkit.train.run_lock import RunLock; lock = RunLock(sys.argv[1]); "
     "lock.acquire(); print('locked', flush=True); sys.stdin.read()"
@@ -96,7 +73,7 @@ def test_second_resume_fails_at_once_naming_the_holder_then_works_after_kill_9(
         "--output",
         str(out),
     ]
-    code, _, err = _cli(monkeypatch, capsys, *args, *TINY)
+    code, _, err = _cli(monkeypatch, capsys, *args, *TINY_TRAIN)
     assert code == 0, err
     assert lock_holder(out) is None and (out / LOCK_FILE).read_text() == ""  # released on exit
 
@@ -104,7 +81,7 @@ def test_second_resume_fails_at_once_naming_the_holder_then_works_after_kill_9(
     try:
         before = _snapshot(out)
         started = time.monotonic()
-        code, stdout, err = _cli(monkeypatch, capsys, *args, *TINY, "--resume")
+        code, stdout, err = _cli(monkeypatch, capsys, *args, *TINY_TRAIN, "--resume")
         elapsed = time.monotonic() - started
         assert code == 2 and stdout == ""
         (line,) = [x for x in err.splitlines() if x.strip()]
@@ -117,7 +94,9 @@ def test_second_resume_fails_at_once_naming_the_holder_then_works_after_kill_9(
         holder.wait(timeout=30)
     assert holder.returncode == -signal.SIGKILL
     assert lock_holder(out) is None  # the kernel released it with the process
-    steps = [a if a != "1" or TINY[i - 1] != "--steps" else "2" for i, a in enumerate(TINY)]
+    steps = [
+        a if a != "1" or TINY_TRAIN[i - 1] != "--steps" else "2" for i, a in enumerate(TINY_TRAIN)
+    ]
     code, stdout, err = _cli(monkeypatch, capsys, *args, *steps, "--resume")
     assert code == 0, err
     assert json.loads(stdout.strip().splitlines()[-1])["epochs"] == 2
