@@ -1,9 +1,10 @@
-"""DiffusionNFT on the CPU shapes world: base vs tuned on the held-out suite.
+"""DiffusionNFT on the CPU shapes world: base vs tuned on the held-out suite, over seeds.
 
-Prints and writes JSON with base overall, tuned overall, optimizer steps, wall seconds and
-peak RSS. This is what `make demo` runs, measured:
+Prints and writes JSON with base overall, tuned overall per seed (and their median and min),
+optimizer steps, wall seconds and peak RSS. One seed is what `make demo` runs, measured:
 
-    python benchmarks/shapes_nft.py [--steps N] [--model shapes-base] [--output DIR]
+    python benchmarks/shapes_nft.py [--seeds 0 1 2] [--epochs N] [--prompts SOURCE]
+                                    [--set key=JSON ...] [--output DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,11 +34,55 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
+def run_seed(args: argparse.Namespace, seed: int, store: ResultsStore, db: str) -> dict[str, Any]:
+    """Train the shapes preset with ``seed`` and evaluate the tuned model on the held-out suite."""
+    preset = get_preset("shapes")
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    config = preset.nft_config(epochs=args.epochs, seed=seed, **overrides)
+    output = args.output / f"seed{seed}"
+    spec = TrainSpec(
+        model=args.model,
+        rewards=preset.rewards,
+        prompts=args.prompts or preset.prompts,
+        config=config,
+        output=output,
+        preset="shapes",
+    )
+    start = time.time()
+
+    def report(record: dict) -> None:
+        print(
+            f"seed {seed} epoch {record['epoch'] + 1}/{config.epochs} step {record['step']} "
+            f"reward {record['reward_mean']:.3f} ({time.time() - start:.0f}s)",
+            flush=True,
+        )
+
+    summary = run_training(spec, db_url=db, on_epoch=report)
+    train_seconds = time.time() - start
+    settings = EvalSettings(steps=ShapesEvaluator.default_steps)
+    tuned = run_evaluation(
+        load_policy(output), ShapesEvaluator(), f"tuned-seed{seed}", settings, store=store
+    )
+    print(f"seed {seed}: tuned overall {tuned.metrics['overall']:.3f}", flush=True)
+    return {
+        "seed": seed,
+        "tuned_overall": tuned.metrics["overall"],
+        "tuned_metrics": tuned.metrics,
+        "epochs": summary["epochs"],
+        "optimizer_steps": summary["optimizer_steps"],
+        "train_seconds": round(train_seconds, 1),
+        "seed_wall_seconds": round(time.time() - start, 1),
+        "config": config.to_dict(),
+    }
+
+
 def main() -> None:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="shapes-base")
-    parser.add_argument("--steps", type=int, default=None, help="epochs (preset default)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", "--steps", type=int, default=None, help="preset default")
+    parser.add_argument("--prompts", default=None, help="training prompts (preset default)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/shapes_nft"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/shapes_nft.json"))
     parser.add_argument("--threads", type=int, default=None)
@@ -53,48 +100,38 @@ def main() -> None:
     settings = EvalSettings(steps=evaluator.default_steps)
     base = run_evaluation(load_policy(args.model), evaluator, args.model, settings, store=store)
     print(f"base overall {base.metrics['overall']:.3f} ({base.seconds:.0f}s)", flush=True)
-    preset = get_preset("shapes")
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    config = preset.nft_config(epochs=args.steps, **overrides)
-    spec = TrainSpec(
-        model=args.model,
-        rewards=preset.rewards,
-        prompts=preset.prompts,
-        config=config,
-        output=args.output / "train",
-        preset="shapes",
-    )
-    train_start = time.time()
-
-    def report(record: dict) -> None:
-        print(
-            f"epoch {record['epoch'] + 1}/{config.epochs} step {record['step']} "
-            f"reward {record['reward_mean']:.3f} ({time.time() - train_start:.0f}s)",
-            flush=True,
-        )
-
-    summary = run_training(spec, db_url=db, on_epoch=report)
-    train_seconds = time.time() - train_start
-    tuned = run_evaluation(
-        load_policy(args.output / "train"), evaluator, "tuned", settings, store=store
-    )
+    runs = [run_seed(args, seed, store, db) for seed in args.seeds]
+    tuned = [run["tuned_overall"] for run in runs]
     result = {
         "base_overall": base.metrics["overall"],
-        "tuned_overall": tuned.metrics["overall"],
         "base_metrics": base.metrics,
-        "tuned_metrics": tuned.metrics,
-        "epochs": summary["epochs"],
-        "optimizer_steps": summary["optimizer_steps"],
-        "train_seconds": round(train_seconds, 1),
+        "base_eval_seconds": round(base.seconds, 1),
+        "seeds": args.seeds,
+        "tuned_overall_median": statistics.median(tuned),
+        "tuned_overall_min": min(tuned),
+        "tuned_overall": tuned,
+        "prompts": args.prompts or get_preset("shapes").prompts,
+        "runs": runs,
         "wall_seconds": round(time.time() - start, 1),
         "peak_rss_gb": round(peak_rss_gb(), 3),
         "threads": torch.get_num_threads(),
-        "config": config.to_dict(),
+        "cpu": _cpu_name(),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
-    json.dump(result, sys.stdout, indent=2)
+    json.dump({k: v for k, v in result.items() if k != "runs"}, sys.stdout, indent=2)
     print()
+
+
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo ("" where it is not readable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 import pytest
@@ -467,3 +467,28 @@ def test_shapes_suite_judges_every_task_on_equal_held_out_entries() -> None:
     held_single = [m["prompt"] for m in held_out if m["tag"] == "single_object"]
     assert by_task["single_object"] == held_single * 12  # one held-out prompt, cycled
     assert len(set(by_task["color_attr"])) == 12  # large tasks: 12 distinct prompts
+
+
+def test_task_weights_scale_a_tasks_share_of_training_prompts() -> None:
+    train, _ = split_prompts(seed=0)
+    plain = Counter(m["tag"] for m in task_balanced(train))
+    weighted = Counter(m["tag"] for m in task_balanced(train, {"counting": 2, "position": 1.5}))
+    size = plain["single_object"]
+    assert weighted["counting"] == 2 * size
+    assert weighted["position"] == round(1.5 * size)
+    assert weighted["colors"] == plain["colors"] == size
+    with pytest.raises(ValueError, match="unknown task"):
+        task_balanced(train, {"countng": 2})
+    with pytest.raises(ValueError, match="> 0"):
+        task_balanced(train, {"counting": 0})
+
+
+def test_weighted_shapes_train_source_resolves_and_bad_items_fail() -> None:
+    from nftkit.train.presets import resolve_training_prompts
+
+    items = resolve_training_prompts("shapes-train:counting=2")
+    tags = Counter(item.metadata["tag"] for item in items)
+    assert tags["counting"] == 2 * tags["single_object"]
+    assert len(resolve_training_prompts("shapes-train")) == 6 * tags["single_object"]
+    with pytest.raises(ValueError, match="TASK=WEIGHT"):
+        resolve_training_prompts("shapes-train:counting")

@@ -91,9 +91,16 @@ def check_training_prompts(source: str) -> None:
     """A training prompt source that resolves: 'shapes-train', a named set or a file."""
     if not source:
         raise UsageError("no training prompts: give --prompts SOURCE or a --preset")
+    from nftkit.train.presets import TRAINING_PROMPT_SETS, resolve_training_prompts
+
     if source == "shapes-train":
         return
-    from nftkit.train.presets import TRAINING_PROMPT_SETS, resolve_training_prompts
+    if source.startswith("shapes-train:"):
+        try:
+            resolve_training_prompts(source)
+        except ValueError as exc:
+            raise UsageError(f"--prompts {exc}") from exc
+        return
 
     if source not in TRAINING_PROMPT_SETS and not Path(source).exists():
         raise UsageError(

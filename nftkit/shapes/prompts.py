@@ -111,18 +111,32 @@ def split_prompts(
     return train, held_out
 
 
-def task_balanced(prompts: list[Metadata]) -> list[Metadata]:
+def task_balanced(
+    prompts: list[Metadata], weights: dict[str, float] | None = None
+) -> list[Metadata]:
     """Every task's prompts repeated (cyclically) to the size of the largest task.
 
     The shapes suite scores the unweighted mean of task accuracies, as GenEval does, while the
     grammar makes some tasks far larger than others (color attributes dwarf single objects);
     drawing training prompts uniformly from this list gives every task the same weight.
+    ``weights`` (task -> factor, default 1) scales a task's share: ``{"counting": 2}`` draws
+    counting prompts twice as often as any other task.
     """
+    weights = weights or {}
+    unknown = sorted(set(weights) - set(ALL_TASKS))
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; use {', '.join(ALL_TASKS)}")
+    if any(not w > 0 for w in weights.values()):
+        raise ValueError(f"task weights must be > 0, got {weights}")
     by_task: dict[str, list[Metadata]] = {}
     for meta in prompts:
         by_task.setdefault(meta["tag"], []).append(meta)
     size = max((len(group) for group in by_task.values()), default=0)
-    return [group[i % len(group)] for group in by_task.values() for i in range(size)]
+    return [
+        group[i % len(group)]
+        for task, group in by_task.items()
+        for i in range(round(size * weights.get(task, 1.0)))
+    ]
 
 
 def tokenize(prompt: str) -> list[str]:

@@ -303,16 +303,30 @@ def get_preset(name: str) -> Preset:
 
 def resolve_training_prompts(source: str) -> list[PromptItem]:
     """Training prompts from a named source ("shapes-train") or a prompt file path."""
-    if source == "shapes-train":
+    if source == "shapes-train" or source.startswith("shapes-train:"):
         from nftkit.shapes.prompts import split_prompts, task_balanced
 
         train, _ = split_prompts(seed=0)
-        return [PromptItem(m["prompt"], m) for m in task_balanced(train)]
+        weights = shapes_task_weights(source)
+        return [PromptItem(m["prompt"], m) for m in task_balanced(train, weights)]
     from nftkit.prompt_files import read_prompt_records
 
     if source in TRAINING_PROMPT_SETS:
         source = str(_named_prompt_file(source))
     return [PromptItem(r.prompt, r.metadata) for r in read_prompt_records(source)]
+
+
+def shapes_task_weights(source: str) -> dict[str, float]:
+    """Task weights of a "shapes-train:counting=2,position=1.5" source ({} for "shapes-train")."""
+    _, _, spec = source.partition(":")
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        task, _, value = item.partition("=")
+        try:
+            weights[task.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{source}: expected TASK=WEIGHT items, got {item!r}") from None
+    return weights
 
 
 def _named_prompt_file(name: str) -> Path:
