@@ -156,6 +156,11 @@ def train(
     if plan:
         typer.echo(f"plan for {preset or model} ({algo})")
         typer.echo(layout.describe())
+        from nftkit.train.memory_plan import plan_memory_line
+
+        typer.echo(
+            plan_memory_line(model or (base.model if base else ""), config, policy_options, world)
+        )
         return
     if output is None:
         raise UsageError("give --output DIR (the training output folder), or --plan")
