@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from nftkit.cli.main import app
+from nftkit.cli.validation import check_model
 from nftkit.config_values import typed_train_options
 from nftkit.errors import UsageError
 from nftkit.policies.loading import load_policy
@@ -155,6 +156,7 @@ def test_full_run_trains_every_weight_and_writes_safetensors_only(root: Path, ru
     assert "lora" not in info and info["full"]["file"] == "full/transformer.safetensors"
     exported = load_file(str(run / "full" / "transformer.safetensors"))
     assert all(torch.equal(exported[k], saved["ema"][k]) for k in base)
+    check_model(str(run))  # what `nftkit eval --model RUN` checks first
     reloaded = load_policy(run).model.state_dict()
     assert all(torch.equal(reloaded[k], saved["ema"][k]) for k in base)
 
