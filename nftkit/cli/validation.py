@@ -135,11 +135,12 @@ def check_model(model: str, base: str | None = None, family: str | None = None) 
 
     info: dict[str, Any] = describe_model(model, base, family=family)
     path = Path(model)
-    lora = info.get("lora")
-    if lora:  # an nftkit training output: its base, and its adapter file
+    lora = info.get("lora") or info.get("full")
+    if lora:  # an nftkit training output: its base, and its adapter (or full weights) file
         weights = path / str(lora.get("file", ""))
         if not weights.is_file():
-            raise MissingWeightsError(f"LoRA weights missing: expected {weights}")
+            kind = "LoRA" if info.get("lora") else "full-parameter"
+            raise MissingWeightsError(f"{kind} weights missing: expected {weights}")
         if str(info["base"]) != str(model):
             check_model(str(info["base"]))
         return

@@ -136,6 +136,14 @@ def fast_autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     return None
 
 
+def sampling_adapter(policy: Any, adapter: str | None) -> str | None:
+    """The network a policy's own ``sample`` asks for: ``adapter`` when the model has LoRA
+    layers or full-training weight sets, else None (a plain model has only the base)."""
+    if getattr(policy, "_has_lora", False) or getattr(policy, "weight_sets", None) is not None:
+        return adapter
+    return None
+
+
 def has_lora_layers(model: nn.Module) -> bool:
     """True when peft LoRA layers have been injected into ``model``."""
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -149,12 +157,18 @@ def velocity_context(policy: Any, adapter: str | None) -> Iterator[None]:
     the reference model) under the policy's ``autocast_dtype`` (None: no autocast).
 
     Whether the model has LoRA layers is looked up once and cached on ``policy._has_lora``.
+    Under full-parameter training the trainer sets ``policy.weight_sets``
+    (``nftkit.train.full_weights.FullWeights``), which swaps in the named network instead.
     """
     from nftkit.train.lora import use_adapter
 
-    if not getattr(policy, "_has_lora", None):
-        policy._has_lora = has_lora_layers(policy.model)
-    lora = use_adapter(policy.model, adapter) if policy._has_lora else nullcontext()
+    weights = getattr(policy, "weight_sets", None)
+    if weights is not None:
+        lora = weights.use(adapter)
+    else:
+        if not getattr(policy, "_has_lora", None):
+            policy._has_lora = has_lora_layers(policy.model)
+        lora = use_adapter(policy.model, adapter) if policy._has_lora else nullcontext()
     dtype = policy.autocast_dtype
     amp = nullcontext() if dtype is None else torch.autocast(policy.device.type, dtype=dtype)
     with lora, amp:

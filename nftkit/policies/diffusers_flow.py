@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nftkit.policies.base import Cond, has_lora_layers, velocity_context
+from nftkit.policies.base import Cond, has_lora_layers, sampling_adapter, velocity_context
 from nftkit.policies.diffusers_loading import load_pipeline
 from nftkit.policies.prompt_cache import PromptEmbeddingCache
 from nftkit.policies.sd3 import parse_dtype
@@ -242,7 +242,7 @@ class DiffusersFlowPolicy:
                 x,
                 t,
                 cond,
-                adapter=adapter if self._has_lora else None,
+                adapter=sampling_adapter(self, adapter),
                 integer_timestep=self.sample_integer_timestep,
             )
 

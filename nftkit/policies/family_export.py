@@ -1,4 +1,5 @@
-"""``nftkit export --merge`` for the diffusers families: fuse the EMA LoRA, save the pipeline."""
+"""``nftkit export --merge`` for the diffusers families: fuse the EMA LoRA (or take a full run's
+EMA weights), save the pipeline."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def export_merged_family(run_dir: str | Path, output: str | Path, dtype: str | N
 
     run_dir, output = Path(run_dir), Path(output)
     info = describe_model(run_dir)
-    if not info.get("lora"):
+    if not (info.get("lora") or info.get("full")):
         raise UsageError(f"{run_dir} is not a training output folder written by `nftkit train`")
     if output.exists() and any(output.iterdir()):
         raise UsageError(f"{output} is not empty; choose a new folder")

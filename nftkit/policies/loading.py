@@ -4,7 +4,8 @@ Accepted: ``shapes-base`` (ships with nftkit), a shapes model folder (config.jso
 model.safetensors), a Stable Diffusion 3 hub id (``stabilityai/stable-diffusion-3.5-medium``)
 or diffusers pipeline folder (model_index.json), an nftkit training output folder
 (``nftkit_model.json`` + ``lora/``), whose base model is loaded and whose EMA LoRA adapter is
-applied, or a diffusers LoRA folder (``pytorch_lora_weights.safetensors``, as ``nftkit export``
+applied (or, for a full-parameter run, ``full/``: whose EMA transformer weights replace the
+base ones), or a diffusers LoRA folder (``pytorch_lora_weights.safetensors``, as ``nftkit export``
 writes) on top of a diffusers ``base``, fused into the base weights. Diffusers models go to
 the policy family (``nftkit.policies.families``) that lists their ``model_index.json``
 ``_class_name``; ``family=`` (``--family NAME``) overrides that choice.
@@ -49,7 +50,7 @@ def describe_model(
                 "stabilityai/stable-diffusion-3.5-medium or a diffusers folder"
             )
         base_info = describe_model(base, family=family)
-        if base_info.get("family") == "shapes" or base_info.get("lora"):
+        if base_info.get("family") == "shapes" or base_info.get("lora") or base_info.get("full"):
             raise UsageError(f"--base {base}: a diffusers LoRA needs a diffusers pipeline base")
         return {"family": base_info["family"], "base": str(base), "diffusers_lora": str(path)}
     if base is not None:
@@ -112,8 +113,23 @@ def load_policy(
         add_nft_adapters(policy.model, lora["targets"], rank=lora["rank"], alpha=lora["alpha"])
         load_adapter_parameters(policy.model, "default", load_file(str(weights)))
         policy.model.requires_grad_(False)
+    full = info.get("full")
+    if full:
+        _load_full_weights(policy, Path(model) / full["file"])
     policy.model.eval()
     return policy
+
+
+def _load_full_weights(policy: Any, weights: Path) -> None:
+    """Replace the transformer's weights by a full-parameter run's (safetensors, strict)."""
+    if not weights.is_file():
+        raise MissingWeightsError(f"full-parameter weights missing: expected {weights}")
+    try:
+        policy.model.load_state_dict(load_file(str(weights)))
+    except RuntimeError as exc:  # missing/unexpected keys or shapes: another base model
+        reason = " ".join(str(exc).split())[:300]
+        raise MissingWeightsError(f"{weights} does not fit the base model: {reason}") from None
+    policy.model.requires_grad_(False)
 
 
 def _fuse_diffusers_lora(policy: Any, folder: str) -> None:

@@ -20,7 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from nftkit.policies.base import Cond, has_lora_layers, policy_time_grid, velocity_context
+from nftkit.policies.base import (
+    Cond,
+    has_lora_layers,
+    policy_time_grid,
+    sampling_adapter,
+    velocity_context,
+)
 from nftkit.policies.prompt_cache import PromptEmbeddingCache
 from nftkit.policies.sd3_loading import DEFAULT_SD3_MODEL, load_sd3_pipeline
 
@@ -223,7 +229,7 @@ class SD3Policy:
 
         def velocity(x: torch.Tensor, t: torch.Tensor, integer: bool = False) -> torch.Tensor:
             return self.velocity(
-                x, t, cond, adapter=adapter if self._has_lora else None, integer_timestep=integer
+                x, t, cond, adapter=sampling_adapter(self, adapter), integer_timestep=integer
             )
 
         self._has_lora = has_lora_layers(self.model)

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,15 @@ def optimizer_from_tensors(
 def save_checkpoint(
     root: Path,
     step: int,
-    tensor_files: dict[str, dict[str, torch.Tensor]],
+    tensor_files: dict[str, dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]]],
     json_files: dict[str, Any],
     keep: int = 2,
 ) -> Path:
     """Atomically write ``root/step-<step>`` with the given safetensors and JSON files.
+
+    A ``tensor_files`` value may be a callable returning the tensors: it is called when its
+    file is written (in order, all before the JSON files), so that only one large set is in
+    memory at a time.
 
     A complete checkpoint of the same step that is already there is kept as it is: training is
     deterministic per step, so a second save at that step (on the way out right after a regular
@@ -95,7 +100,9 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"{TMP_PREFIX}{step:07d}-"))
     try:
         for name, tensors in tensor_files.items():
-            save_file(_contiguous_cpu(tensors), str(tmp / f"{name}.safetensors"))
+            values = tensors() if callable(tensors) else tensors
+            save_file(_contiguous_cpu(values), str(tmp / f"{name}.safetensors"))
+            del values
             _fsync_path(tmp / f"{name}.safetensors")
         fault_point("mid-checkpoint", step)
         for name, data in json_files.items():

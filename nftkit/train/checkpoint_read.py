@@ -6,6 +6,10 @@ newest complete checkpoint into memory before touching the trainer; when one of 
 read it warns, moves the folder aside as ``corrupt-step-<N>`` (kept for inspection, and so that
 a later save at that step writes a fresh one) and tries the previous checkpoint. When none can
 be read it raises an error instead of starting over.
+
+A full-parameter checkpoint (``finetune = "full"`` in its trainer state) holds whole model state
+dicts, too large to read on every process up front: its safetensors files are checked (header
+and size, which catches a truncated file) and read later with ``CheckpointState.load``.
 """
 
 from __future__ import annotations
@@ -13,18 +17,19 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from nftkit.errors import NftkitError
 from nftkit.train.checkpoint import PREFIX, list_checkpoints
 
 TENSOR_FILES = ("adapter_default", "adapter_old", "ema", "optimizer")
+FULL_TENSOR_FILES = ("model_default", "model_old", "ema", "optimizer")
 JSON_FILES = ("trainer_state", "optimizer_meta")
 CORRUPT_PREFIX = "corrupt-"
 
@@ -35,27 +40,57 @@ class CheckpointUnreadableError(NftkitError):
 
 @dataclass
 class CheckpointState:
-    """Every file of one checkpoint, read into memory."""
+    """Every file of one checkpoint, read into memory (``files``: checked, read on ``load``)."""
 
     path: Path
     tensors: dict[str, dict[str, torch.Tensor]]
     json: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def load(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors of file ``name`` (read now when it was only checked)."""
+        if name in self.tensors:
+            return self.tensors[name]
+        return load_file(str(self.files[name]))
 
 
 def read_checkpoint(
     path: Path,
-    tensor_files: tuple[str, ...] = TENSOR_FILES,
+    tensor_files: tuple[str, ...] | None = None,
     json_files: tuple[str, ...] = JSON_FILES,
 ) -> CheckpointState:
-    """Read all of ``path``'s files; a missing or damaged one raises ValueError naming it."""
+    """Read all of ``path``'s files; a missing or damaged one raises ValueError naming it.
+
+    ``tensor_files`` None: the LoRA files, or for a full-parameter checkpoint the full files,
+    only checked here (``CheckpointState.load`` reads them).
+    """
+    data = _read_json_files(path, json_files)
+    full = is_full_checkpoint(data)
+    names = tensor_files or (FULL_TENSOR_FILES if full else TENSOR_FILES)
     tensors: dict[str, dict[str, torch.Tensor]] = {}
-    data: dict[str, Any] = {}
-    for name in tensor_files:
+    files: dict[str, Path] = {}
+    for name in names:
         file = path / f"{name}.safetensors"
         try:
-            tensors[name] = load_file(str(file))
+            if full:
+                with safe_open(str(file), "pt") as handle:
+                    handle.keys()
+                files[name] = file
+            else:
+                tensors[name] = load_file(str(file))
         except (OSError, SafetensorError, ValueError) as exc:
             raise ValueError(f"{file.name}: {_reason(exc)}") from exc
+    return CheckpointState(path, tensors, data, files)
+
+
+def is_full_checkpoint(data: dict[str, Any]) -> bool:
+    """True when the checkpoint's trainer state says ``finetune = "full"``."""
+    config = data.get("trainer_state", {}).get("config", {})
+    return isinstance(config, dict) and config.get("finetune", "lora") == "full"
+
+
+def _read_json_files(path: Path, json_files: tuple[str, ...]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
     for name in json_files:
         file = path / f"{name}.json"
         try:
@@ -64,7 +99,7 @@ def read_checkpoint(
             raise ValueError(f"{file.name}: {_reason(exc)}") from exc
         if not isinstance(data[name], dict):
             raise ValueError(f"{file.name}: expected a JSON object")
-    return CheckpointState(path, tensors, data)
+    return data
 
 
 def _reason(exc: BaseException) -> str:

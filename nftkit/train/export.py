@@ -3,7 +3,9 @@
 ``export_lora`` copies ``DIR/lora/pytorch_lora_weights.safetensors`` (the EMA adapter in
 diffusers format). ``export_merged`` loads the base model with the EMA adapter, adds the LoRA
 delta into the base weights (peft's merge), removes the LoRA layers and saves a plain model:
-a diffusers pipeline folder for Stable Diffusion 3, the shapes format for shapes models.
+a diffusers pipeline folder for Stable Diffusion 3, the shapes format for shapes models. A
+full-parameter run (``finetune = "full"``) has no LoRA: ``export_merged`` saves the base
+model with its EMA weights, and ``export_lora`` says to use ``--merged``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
 
 def _require_training_output(run_dir: Path) -> dict:
     info = describe_model(run_dir)
-    if not info.get("lora"):
+    if not (info.get("lora") or info.get("full")):
         raise UsageError(f"{run_dir} is not a training output folder written by `nftkit train`")
     return info
 
@@ -31,7 +33,11 @@ def _require_training_output(run_dir: Path) -> dict:
 def export_lora(run_dir: str | Path, output: str | Path) -> Path:
     """Copy the diffusers-format LoRA of ``run_dir`` into the folder ``output``."""
     run_dir, output = Path(run_dir), Path(output)
-    _require_training_output(run_dir)
+    if _require_training_output(run_dir).get("full"):
+        raise UsageError(
+            f"{run_dir} trained every weight (finetune=full), so it has no LoRA to export; "
+            f"write the full model with: nftkit export {run_dir} -o {output} --merged"
+        )
     source = run_dir / "lora" / DIFFUSERS_LORA_FILE
     if not source.is_file():
         raise UsageError(f"no diffusers LoRA at {source}")

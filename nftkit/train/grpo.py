@@ -64,6 +64,10 @@ class GRPOConfig(TrainerConfig):
             raise UsageError(f"ema_interval must be >= 1, got {self.ema_interval}")
         if self.kl_beta < 0:
             raise UsageError(f"kl_beta must be >= 0, got {self.kl_beta}")
+        if self.finetune != "lora":
+            raise UsageError(
+                "the FlowGRPO baseline trains LoRA adapters only; finetune=full is for --algo nft"
+            )
         k = self.trained_steps
         if not 1 <= k <= self.num_steps:
             raise UsageError(

@@ -22,7 +22,6 @@ import torch
 from nftkit.compose import group_advantages, optimality_probability
 from nftkit.errors import UsageError
 from nftkit.policies.base import index_cond, sampling_velocity_kwargs
-from nftkit.train.lora import soft_update_adapter
 from nftkit.train.nft_loss import forward_noise, nft_loss, training_timestep_indices
 from nftkit.train.sampling import sample
 from nftkit.train.schedules import old_policy_decay
@@ -83,16 +82,17 @@ class NFTTrainer(AdapterTrainer):
         n = noise.shape[0]
         extra = sampling_velocity_kwargs(self.policy)  # integer timestep, as the pipeline
         latents = []
-        for start in range(0, n, cfg.sample_batch_size):
-            part = slice(start, min(start + cfg.sample_batch_size, n))
-            part_cond = index_cond(draw.cond, part)
+        with self.network("old"):  # full training: one swap for the whole epoch's sampling
+            for start in range(0, n, cfg.sample_batch_size):
+                part = slice(start, min(start + cfg.sample_batch_size, n))
+                part_cond = index_cond(draw.cond, part)
 
-            def velocity(x: torch.Tensor, t: torch.Tensor, c: Any = part_cond) -> torch.Tensor:
-                return self.policy.velocity(x, t, c, adapter="old", **extra)
+                def velocity(x: torch.Tensor, t: torch.Tensor, c: Any = part_cond) -> torch.Tensor:
+                    return self.policy.velocity(x, t, c, adapter="old", **extra)
 
-            x_T = noise[part].to(self.policy.device)
-            x0 = sample(velocity, x_T, cfg.num_steps, cfg.solver, grid=self.ts)
-            latents.append(x0.float())
+                x_T = noise[part].to(self.policy.device)
+                x0 = sample(velocity, x_T, cfg.num_steps, cfg.solver, grid=self.ts)
+                latents.append(x0.float())
         return self.score_epoch(draw, torch.cat(latents))
 
     # ------------------------------------------------------------------ training
@@ -164,7 +164,7 @@ class NFTTrainer(AdapterTrainer):
                 self.optimizer_step(totals, k)
         model.eval()
         eta = old_policy_decay(self.global_step, cfg.eta_schedule)
-        soft_update_adapter(model, "old", "default", eta)
+        self.update_old(eta)
         stats = {key: value / max(count, 1) for key, value in totals.items()}
         stats.update(
             {"eta": eta, "r_mean": float(r_all.mean()), "adv_abs": float(advantages.abs().mean())}

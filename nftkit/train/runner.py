@@ -145,7 +145,13 @@ def _run_locked(
         else:
             store.set_status(run_id, "running")
     grid_prompts = prompts[:: max(len(prompts) // 8, 1)][:8]
-    grid_base = _grid_images(policy, grid_prompts, adapter=None) if dist.is_main else []
+    # under FSDP every process runs every forward; only the main process writes the figures
+    draws = dist.is_main or trainer.collective_forwards
+    grid_base = (
+        _grid_images(policy, grid_prompts, adapter=None)
+        if draws and trainer.has_base_model()
+        else []
+    )
     status = "failed"
     try:
         watch.start(trainer, store, run_id)
@@ -178,8 +184,8 @@ def _run_locked(
     finally:
         if trainer.history:
             trainer.save_checkpoint()
-            if dist.is_main:
-                _write_figures(trainer, policy, grid_prompts, grid_base, output)
+            if draws:
+                _write_figures(trainer, policy, grid_prompts, grid_base, output, dist.is_main)
         watch.close()
         if store is not None:
             store.finish_run(run_id, status=status)
@@ -215,20 +221,29 @@ def _grid_images(policy: Any, prompts: list[Any], adapter: str | None) -> list[A
 
 
 def _write_figures(
-    trainer: AdapterTrainer, policy: Any, prompts: list[Any], base: list[Any], output: Path
+    trainer: AdapterTrainer,
+    policy: Any,
+    prompts: list[Any],
+    base: list[Any],
+    output: Path,
+    write: bool = True,
 ) -> None:
-    """reward_curve.png and samples_base_vs_tuned.png (EMA weights, same seeds as base)."""
+    """reward_curve.png and samples_base_vs_tuned.png (EMA weights, same seeds as base).
+
+    ``write`` False: only the forwards (the other processes under FSDP). Without a base model
+    (full training with ref_weight 0) the grid has the tuned row only.
+    """
     from nftkit.plots import reward_curve, sample_grid
 
-    reward_curve(
-        trainer.history,
-        output / "reward_curve.png",
-        title=f"{TITLES.get(trainer.algo, trainer.algo)} training",
-    )
+    if write:
+        reward_curve(
+            trainer.history,
+            output / "reward_curve.png",
+            title=f"{TITLES.get(trainer.algo, trainer.algo)} training",
+        )
     with trainer.ema.swapped_in(trainer.trainable):
         tuned = _grid_images(policy, prompts, adapter="default")
-    sample_grid(
-        [("base", base), ("tuned", tuned)],
-        [p.text for p in prompts],
-        output / "samples_base_vs_tuned.png",
-    )
+    if not write:
+        return
+    rows = [("base", base), ("tuned", tuned)] if base else [("tuned", tuned)]
+    sample_grid(rows, [p.text for p in prompts], output / "samples_base_vs_tuned.png")

@@ -6,6 +6,11 @@ what every algorithm needs around its own sampling and loss: the adapters and th
 init, the DDP wrapper, AdamW, the evaluation EMA, per-epoch prompt and noise draws, scoring
 with the composer (rewards gathered over processes), the epoch record, atomic checkpoints,
 resume and export of the EMA adapter. Subclasses implement ``sample_epoch`` and ``train_on``.
+
+With ``finetune = "full"`` the transformer's own weights are trained instead: "old" and the
+reference become weight copies (``nftkit.train.full_weights``), the module is sharded through
+accelerate under an FSDP launch (``nftkit.train.fsdp``), and checkpoints hold full state dicts
+(``nftkit.train.full_checkpoint``). The LoRA path is unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,10 +33,16 @@ from nftkit.policies.base import Policy, index_cond, policy_time_grid, repeat_co
 from nftkit.train import checkpoint as ckpt
 from nftkit.train.distributed import Distributed
 from nftkit.train.faults import fault_point
+from nftkit.train.full_weights import FullWeights
 from nftkit.train.layout import TrainLayout, plan_layout
-from nftkit.train.lora import adapter_parameters, add_nft_adapters, load_adapter_parameters
+from nftkit.train.lora import (
+    adapter_parameters,
+    add_nft_adapters,
+    load_adapter_parameters,
+    soft_update_adapter,
+)
 from nftkit.train.schedules import EmaWeights
-from nftkit.train.trainer_config import PromptItem, TrainerConfig
+from nftkit.train.trainer_config import FINETUNE_MODES, PromptItem, TrainerConfig
 
 ADAPTER_FILE = "nftkit_adapter.safetensors"
 MODEL_INFO_FILE = "nftkit_model.json"
@@ -102,35 +114,78 @@ class AdapterTrainer:
         self.config = config
         # the sampler's time grid (float64): the policy's own (scheduler sigmas for diffusers)
         self.ts = policy_time_grid(policy, config.num_steps, config.shift)
+        if config.finetune not in FINETUNE_MODES:
+            raise UsageError(f"finetune must be one of {', '.join(FINETUNE_MODES)}")
+        self.full_weights: FullWeights | None = None
+        self.module_state: Any = None  # full training: nftkit.train.fsdp.ModuleState
+        self.accelerator: Any = None
+        self.ddp: torch.nn.Module | None = None
+        if config.finetune == "full":
+            from nftkit.train.full_setup import prepare_full
+
+            prepare_full(self)  # trainable, optimizer, full_weights, module_state, ema
+        else:
+            self._prepare_lora()
+            self.ema = EmaWeights(self.trainable)
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ what is trained
+    def make_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """AdamW over ``params`` with the config's settings."""
+        cfg = self.config
+        return torch.optim.AdamW(
+            params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay, eps=cfg.adam_eps
+        )
+
+    def set_forward_module(self, module: torch.nn.Module) -> None:
+        """Route the policy's forwards through ``module`` (a DDP/FSDP wrapper)."""
+        if not hasattr(self.policy, "forward_module"):
+            raise UsageError(
+                f"{type(self.policy).__name__} cannot train under several processes "
+                "(it has no forward_module for the DDP/FSDP wrapper)"
+            )
+        self.policy.forward_module = module  # type: ignore[attr-defined]
+
+    def _prepare_lora(self) -> None:
+        """The two LoRA adapters (seeded init), DDP under several processes, AdamW."""
+        cfg, policy = self.config, self.policy
         with torch.random.fork_rng(devices=[]):  # LoRA init depends on the seed only
-            torch.manual_seed(mix_seed(config.seed, 0))
+            torch.manual_seed(mix_seed(cfg.seed, 0))
             add_nft_adapters(
                 policy.model,
                 policy.lora_targets,
-                rank=config.lora_rank,
-                alpha=config.lora_alpha,
-                init=config.lora_init,
+                rank=cfg.lora_rank,
+                alpha=cfg.lora_alpha,
+                init=cfg.lora_init,
             )
         self.trainable = list(adapter_parameters(policy.model, "default").values())
         self.ddp = self.dist.wrap(policy.model)
         if self.ddp is not None:
-            if not hasattr(policy, "forward_module"):
-                raise UsageError(
-                    f"{type(policy).__name__} cannot train under several processes "
-                    "(it has no forward_module for the DDP wrapper)"
-                )
-            policy.forward_module = self.ddp  # type: ignore[attr-defined]
-        self.optimizer = torch.optim.AdamW(
-            self.trainable,
-            lr=config.lr,
-            betas=config.adam_betas,
-            weight_decay=config.weight_decay,
-            eps=config.adam_eps,
-        )
-        self.ema = EmaWeights(self.trainable)
-        self.epoch = 0
-        self.global_step = 0
-        self.history: list[dict[str, Any]] = []
+            self.set_forward_module(self.ddp)
+        self.optimizer = self.make_optimizer(self.trainable)
+
+    @property
+    def collective_forwards(self) -> bool:
+        """True when every process must run every forward (FSDP): no main-only sampling."""
+        return self.full_weights is not None and self.module_state.sharded
+
+    def network(self, name: str | None) -> AbstractContextManager[None]:
+        """Full training: keep network ``name`` swapped in for a block of forwards (cheaper
+        than a swap per forward). LoRA: nothing (each forward picks its adapter)."""
+        return nullcontext() if self.full_weights is None else self.full_weights.use(name)
+
+    def has_base_model(self) -> bool:
+        """Whether the reference (base) model can run now (``adapter=None``)."""
+        return self.full_weights is None or self.full_weights.has_reference
+
+    def update_old(self, eta: float) -> None:
+        """The sampler update theta_old <- eta * theta_old + (1 - eta) * theta."""
+        if self.full_weights is not None:
+            self.full_weights.soft_update_old(eta)
+        else:
+            soft_update_adapter(self.policy.model, "old", "default", eta)
 
     # ------------------------------------------------------------------ algorithm hooks
     def sample_epoch(self, epoch: int) -> EpochBatch:
@@ -185,7 +240,10 @@ class AdapterTrainer:
     def optimizer_step(self, totals: dict[str, float], k: int) -> None:
         """Clip, step and zero the optimizer; update the EMA; count the step in ``totals``."""
         cfg = self.config
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
+        if self.accelerator is not None:  # FSDP: the norm over every process's shards
+            grad_norm = self.accelerator.clip_grad_norm_(self.trainable, cfg.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
         totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(grad_norm) * k
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -223,11 +281,19 @@ class AdapterTrainer:
 
         Every process computes the std from the gathered rewards and DDP keeps the adapters
         identical; both views are gathered so that a divergence is visible (and fails loudly).
+        Under FSDP the checksum is the sum of the shards' sums, which are listed too.
         """
         if not self.dist.enabled:
             return {}
         std = batch.rewards.std(unbiased=False).reshape(1).double()
-        checksum = torch.stack([p.detach().double().sum() for p in self.trainable]).sum()
+        shards: dict[str, Any] = {}
+        if self.collective_forwards and self.full_weights is not None:  # shards: sum them all
+            local = self.full_weights.checksum().reshape(1).to(std.device)
+            parts = self.dist.gather(local)
+            checksum = parts.sum()
+            shards = {"shard_checksum_ranks": parts.tolist()}
+        else:
+            checksum = torch.stack([p.detach().double().sum() for p in self.trainable]).sum()
         stds = self.dist.gather(std).tolist()
         sums = self.dist.gather(checksum.reshape(1).to(std.device)).tolist()
         if max(stds) != min(stds) or max(sums) - min(sums) > 1e-9 * max(1.0, abs(sums[0])):
@@ -236,6 +302,7 @@ class AdapterTrainer:
             "world_size": self.dist.world_size,
             "reward_std_ranks": stds,
             "lora_checksum_ranks": sums,
+            **shards,
         }
 
     # ------------------------------------------------------------------ persistence
@@ -244,8 +311,21 @@ class AdapterTrainer:
         """Where checkpoints live."""
         return self.output_dir / "checkpoints"
 
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "algo": self.algo,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "config": self.config.to_dict(),
+            "history": self.history,
+        }
+
     def save_checkpoint(self) -> Path:
         """Atomically write the full training state (adapters, EMA, optimizer, counters)."""
+        if self.full_weights is not None:
+            from nftkit.train.full_checkpoint import save_full_checkpoint
+
+            return save_full_checkpoint(self, {"trainer_state": self._trainer_state()})
         model = self.policy.model
         path = self.checkpoint_root / f"{ckpt.PREFIX}{self.epoch:07d}"
         if not self.dist.is_main:
@@ -261,16 +341,7 @@ class AdapterTrainer:
                 "ema": self.ema.state_dict(),
                 "optimizer": opt_tensors,
             },
-            json_files={
-                "trainer_state": {
-                    "algo": self.algo,
-                    "epoch": self.epoch,
-                    "global_step": self.global_step,
-                    "config": self.config.to_dict(),
-                    "history": self.history,
-                },
-                "optimizer_meta": opt_meta,
-            },
+            json_files={"trainer_state": self._trainer_state(), "optimizer_meta": opt_meta},
             keep=self.config.keep_checkpoints,
         )
         self.export()
@@ -291,13 +362,18 @@ class AdapterTrainer:
         if loaded is None:
             return False
         state = loaded.json["trainer_state"]
-        model = self.policy.model
-        load_adapter_parameters(model, "default", loaded.tensors["adapter_default"])
-        load_adapter_parameters(model, "old", loaded.tensors["adapter_old"])
-        self.ema.load_state_dict(loaded.tensors["ema"])
-        ckpt.optimizer_from_tensors(
-            self.optimizer, loaded.tensors["optimizer"], loaded.json["optimizer_meta"]
-        )
+        if self.full_weights is not None:
+            from nftkit.train.full_checkpoint import load_full_checkpoint
+
+            load_full_checkpoint(self, loaded)
+        else:
+            model = self.policy.model
+            load_adapter_parameters(model, "default", loaded.tensors["adapter_default"])
+            load_adapter_parameters(model, "old", loaded.tensors["adapter_old"])
+            self.ema.load_state_dict(loaded.tensors["ema"])
+            ckpt.optimizer_from_tensors(
+                self.optimizer, loaded.tensors["optimizer"], loaded.json["optimizer_meta"]
+            )
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state["history"])
@@ -312,6 +388,12 @@ class AdapterTrainer:
                 f"{loaded.path} was written by the {saved_algo} trainer; resume it with --algo "
                 f"{saved_algo} or choose another --output"
             )
+        saved_mode = (state.get("config") or {}).get("finetune", "lora")
+        if saved_mode != self.config.finetune:
+            raise UsageError(
+                f"{loaded.path} was written with finetune={saved_mode}; resume it with --set "
+                f"finetune={saved_mode} or choose another --output"
+            )
         for key in ("epoch", "global_step", "history"):
             if key not in state:
                 raise ValueError(f"trainer_state.json has no '{key}'")
@@ -319,7 +401,14 @@ class AdapterTrainer:
             raise ValueError("optimizer_meta.json has no 'param_groups'")
 
     def export(self) -> Path:
-        """Write the EMA adapter to ``output/lora/`` plus ``nftkit_model.json`` (for eval)."""
+        """Write the EMA adapter to ``output/lora/`` plus ``nftkit_model.json`` (for eval).
+
+        Full training: the EMA weights to ``output/full/`` (collective under FSDP).
+        """
+        if self.full_weights is not None:
+            from nftkit.train.full_checkpoint import export_full
+
+            return export_full(self)
         lora_dir = self.output_dir / "lora"
         lora_dir.mkdir(parents=True, exist_ok=True)
         from safetensors.torch import save_file

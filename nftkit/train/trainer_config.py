@@ -12,6 +12,7 @@ from typing import Any, ClassVar, TypeVar
 from nftkit.errors import UsageError
 
 _C = TypeVar("_C")
+FINETUNE_MODES = ("lora", "full")
 
 
 @dataclass
@@ -23,7 +24,7 @@ class TrainerConfig:
     ``grad_accum`` is then derived from the number of processes (``nftkit.train.layout``);
     with neither, ``grad_accum`` (default 1) is used as given. ``shift`` None trains and samples
     on the policy's own time grid (``policy_time_grid``); a number forces nftkit's shifted
-    linspace grid.
+    linspace grid. ``finetune`` "full" trains all transformer weights (``lora_*`` unused).
     """
 
     label: ClassVar[str] = "trainer"  # names the algorithm in error messages
@@ -49,6 +50,9 @@ class TrainerConfig:
     lora_rank: int = 32
     lora_alpha: int = 64
     lora_init: str = "gaussian"
+    # "lora": the two-adapter LoRA scheme; "full": every transformer weight is trained (the old
+    # policy and the reference become weight copies, FSDP-sharded under an FSDP launch)
+    finetune: str = field(default="lora", metadata={"choices": FINETUNE_MODES})
     seed: int = 0
     checkpoint_every: int = 10
     keep_checkpoints: int = 2

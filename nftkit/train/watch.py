@@ -118,6 +118,12 @@ class Watch:
     def start(self, trainer: Any, store: Any | None, run_id: str | None) -> None:
         """Open the trackers; run an evaluation a crash left pending at the resumed epoch."""
         self.trainer, self.store, self.run_id = trainer, store, run_id
+        if self.evaluation is not None and getattr(trainer, "collective_forwards", False):
+            raise UsageError(
+                "held-out evaluation during FSDP training is not supported (the suite's prompts "
+                "do not split into equal forwards per process); drop --eval-suite/--eval-every "
+                "and evaluate the export: nftkit export RUN --merged -o DIR, then nftkit eval"
+            )
         if store is None and trainer.dist.enabled and self.evaluation is not None:
             self.store = self.db_store()  # every process of an evaluation shares its run
         if trainer.dist.is_main:
