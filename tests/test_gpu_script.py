@@ -530,3 +530,26 @@ def test_real_size_family_code_path_runs_on_cpu_with_shrunk_configs(
             train_batch,
             9,
         )
+
+
+def test_family_time_boxes_and_skips_are_recorded(tmp_path: Path, gpu_modules: Path) -> None:
+    """A family may use what earlier ones left but not the later ones' shares; a spent box
+    skips the family with its reason (recorded, exit status 0) instead of failing the run."""
+    import time
+
+    from common import Settings, load_configs
+    from family_parts import family_box, run_all
+    from report import merge
+
+    now = time.perf_counter()
+    part = Settings(tmp_path, False, torch.device("cpu"), torch.bfloat16, 100.0, now)
+    assert family_box(part, 30.0, 50.0).budget_s == pytest.approx(50.0, abs=0.5)
+    assert family_box(part, 30.0, 90.0).budget_s == pytest.approx(30.0, abs=0.5)
+    dry = Settings(tmp_path, True, torch.device("cpu"), torch.float32, 100.0, now)
+    assert family_box(dry, 30.0, 50.0).budget_s == pytest.approx(100.0, abs=0.5)
+    spent = Settings(tmp_path, False, torch.device("cpu"), torch.bfloat16, 3.0, now)
+    assert run_all(list(FAMILIES), spent, load_configs()["families"]) == 0
+    parts = merge(tmp_path / "results.jsonl")
+    for name in FAMILIES:
+        status = parts[f"family-{name}"]["_status"]["status"]
+        assert status.startswith("skipped: ") and "left of the part's time box" in status

@@ -329,23 +329,25 @@ def run_family(name: str, config: dict[str, Any], box: Settings, rec: Recorder) 
     return "ok"
 
 
-def family_box(settings: Settings, share_s: float, total_share_s: float) -> Settings:
-    """A family's own time box: its share of the part's box (the shares scaled down when they
-    add up to more than the box), never past what is left of the box."""
-    scale = min(1.0, settings.budget_s / max(total_share_s, 1.0))
-    budget = min(share_s * scale, settings.remaining())
+def family_box(settings: Settings, share_s: float, later_s: float) -> Settings:
+    """A family's own time box: what is left of the part's box less the shares kept for the
+    families after it (so a family may use what earlier ones left), at least its own share
+    when that much is left. A dry run keeps nothing back (its families are tiny)."""
+    left = settings.remaining()
+    budget = left if settings.dry_run else max(left - later_s, min(share_s, left))
     return replace(settings, budget_s=max(budget, 0.0), started=time.perf_counter())
 
 
 def run_all(names: list[str], settings: Settings, families: dict[str, Any]) -> int:
     """Every named family in turn (memory freed between them); the number that failed."""
     failed = 0
-    total_share = sum(float(families[n]["budget_s"]) for n in names)
-    for name in names:
+    shares = [float(families[n]["budget_s"]) for n in names]
+    scale = min(1.0, settings.budget_s / max(sum(shares), 1.0))  # shares past the box shrink
+    for i, name in enumerate(names):
         rec = Recorder(settings, f"family-{name}")
         real = families[name]
         start = time.perf_counter()
-        box = family_box(settings, float(real["budget_s"]), total_share)
+        box = family_box(settings, shares[i] * scale, sum(shares[i + 1 :]) * scale)
         status: str
         try:
             if box.remaining() < 5:
