@@ -278,6 +278,26 @@ def _json_or_text(raw: str) -> Any:
         return raw
 
 
+POLICY_PREFIX = "policy."
+
+
+def policy_set_items(items: Sequence[str]) -> dict[str, Any]:
+    """``policy.KEY=VALUE`` items (``nftkit eval --set``) -> {KEY: value}, each value parsed as
+    JSON where it parses (512, true, 3.5) and kept as text otherwise ("bf16"), as
+    ``nftkit train --set policy.KEY=VALUE`` parses them."""
+    values, sources = parse_set_items(items)
+    options: dict[str, Any] = {}
+    for key, raw in values.items():
+        name = key[len(POLICY_PREFIX) :] if key.startswith(POLICY_PREFIX) else ""
+        if not name:
+            raise UsageError(
+                f"{sources[key]}: expected policy.KEY=VALUE (e.g. policy.resolution=512); "
+                "sampling settings have their own options (--steps, --solver, --cfg, --seed)"
+            )
+        options[name] = _json_or_text(raw)
+    return options
+
+
 def typed_train_options(
     algo: str, file_options: Mapping[str, Any], config_path: Any, overrides: Sequence[str]
 ) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The GPU readiness script (benchmarks/gpu/) on the CPU: its dry run end to end for two parts,
+"""The GPU readiness script (benchmarks/gpu/) on the CPU: its dry run end to end for three parts,
 the report, the device install's entry points, and the real-size configs and checkpoint writers.
 """
 
@@ -33,11 +33,22 @@ def _finite_positive(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
-def test_dry_run_of_two_parts_writes_json_and_markdown(tmp_path: Path) -> None:
+FAMILIES = ("sd3.5-large", "flux.1-dev", "qwen-image", "sana-1.6b")
+
+
+def test_dry_run_of_three_parts_writes_json_and_markdown(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        ["bash", str(GPU_DIR / "run.sh"), "--dry-run", str(out), "sd3-train", "reward-aesthetic"],
+        [
+            "bash",
+            str(GPU_DIR / "run.sh"),
+            "--dry-run",
+            str(out),
+            "sd3-train",
+            "families",
+            "reward-aesthetic",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -47,7 +58,10 @@ def test_dry_run_of_two_parts_writes_json_and_markdown(tmp_path: Path) -> None:
     log = (out / "run.log").read_text() if (out / "run.log").is_file() else ""
     assert proc.returncode == 0, proc.stdout[-2000:] + log[-3000:]
     parts = json.loads((out / "results.json").read_text())
-    assert set(parts) == {"run", "sd3-train", "reward-aesthetic"}, log[-3000:]
+    family_parts = {f"family-{name}" for name in FAMILIES}
+    assert set(parts) == {"run", "sd3-train", "families", "reward-aesthetic"} | family_parts, log[
+        -3000:
+    ]
     assert parts["run"]["settings"]["dry_run"] is True
     train = parts["sd3-train"]
     assert train["_status"]["status"] == "ok", log[-3000:]
@@ -80,6 +94,17 @@ def test_dry_run_of_two_parts_writes_json_and_markdown(tmp_path: Path) -> None:
     assert "| off | " in md and "| on | " in md
     assert "| aesthetic | 2 | " in md and "| aesthetic | 4 | " in md
     assert "| pickscore | | not run |" in md
+    assert parts["families"]["_status"]["status"] == "ok", log[-3000:]
+    for name in FAMILIES:
+        family = parts[f"family-{name}"]
+        assert family["_status"]["status"] == "ok", family
+        model, sampling, step = family["model"], family["sampling"], family["nft_step"]
+        assert model["lora_rank"] == 32 and model["gradient_checkpointing"] is True
+        assert sampling["batch"] == 2 and sampling["steps"] == 10
+        assert _finite_positive(sampling["images_per_s"]), sampling
+        assert (step["batch"], step["trained_timesteps"]) == (2, 2) and step["loss_finite"]
+        assert _finite_positive(step["seconds_per_step"]), step
+        assert f"| {name} | {model['preset']} | " in md
 
 
 def test_report_shows_timeouts_skips_and_missing_parts(tmp_path: Path, gpu_modules: Path) -> None:
@@ -94,6 +119,11 @@ def test_report_shows_timeouts_skips_and_missing_parts(tmp_path: Path, gpu_modul
         {"part": "sd3-sample", "key": "batch_18", "data": {"batch": 18, "oom": True}},
         {"part": "sd3-sample", "key": "_status", "data": {"status": "ok", "seconds": 50.0}},
         {"part": "reward-ocr", "key": "batch_32", "data": {"batch": 32, "skipped": "does not fit"}},
+        {
+            "part": "family-qwen-image",
+            "key": "_status",
+            "data": {"status": "skipped: out of memory (CUDA)", "seconds": 9.0},
+        },
         {
             "part": "reward-ocr",
             "key": "_status",
@@ -111,6 +141,8 @@ def test_report_shows_timeouts_skips_and_missing_parts(tmp_path: Path, gpu_modul
     assert "| ocr | 32 | does not fit |" in md
     assert "| hpsv2 | | not run |" in md
     assert "| off | not measured |" in md
+    assert "| qwen-image | | | | | | | | | | skipped: out of memory (CUDA) |" in md
+    assert "| sana-1.6b | | | | | not run |" in md
     assert json.loads((tmp_path / "results.json").read_text()) == parts
 
 
@@ -345,3 +377,179 @@ def test_real_size_sd3_code_path_runs_on_cpu_with_shrunk_configs(
     assert 3.0 <= train["flops"]["step_over_forward"] / 9 <= 4.5
     row = train["checkpointing_off"]
     assert row["mfu"] == pytest.approx(row["achieved_tflops"] / 790.0, rel=1e-3)
+
+
+# Published transformer sizes: SD3.5-Large 8.1B (its 192 x 192 x 2432 position table is a buffer
+# here), FLUX.1-dev 12B (11.9B), Qwen-Image 20B (20.4B), SANA-1.6B 1.6B.
+PUBLISHED_PARAMS = {
+    "sd3.5-large": 8.1e9,
+    "flux.1-dev": 11.9e9,
+    "qwen-image": 20.4e9,
+    "sana-1.6b": 1.6e9,
+}
+SD35L_POSITION_TABLE = 192 * 192 * 2432
+
+
+def test_real_size_families_build_and_run_on_the_meta_device(gpu_modules: Path) -> None:
+    """Each configs.json family through family_parts' builder (bf16 default dtype) and its nftkit
+    policy on the meta device: the published sizes, the prompt-embedding shapes fit the
+    transformer (a velocity of the latent shape) and the VAE decodes at the preset resolution."""
+    from common import Settings, load_configs
+    from family_parts import NAMES, build_policy, random_embeddings
+
+    from nftkit.train.presets import get_preset
+
+    families = load_configs()["families"]
+    assert set(NAMES) <= set(families)
+    settings = Settings(Path("."), False, torch.device("meta"), torch.bfloat16, 60.0, 0.0)
+    for name in NAMES:
+        config = families[name]
+        preset = get_preset(config["preset"])
+        policy, info = build_policy(config, preset, settings)
+        policy.autocast_dtype = None  # autocast has no meta device
+        assert info["built_on"] == "meta, bfloat16 default dtype", info
+        assert next(policy.model.parameters()).dtype == torch.bfloat16
+        extra = SD35L_POSITION_TABLE if name == "sd3.5-large" else 0
+        assert info["transformer_params"] + extra == pytest.approx(PUBLISHED_PARAMS[name], rel=0.01)
+        size = preset.policy["resolution"]
+        assert policy.resolution == size and info["gradient_checkpointing"] is True
+        cond = {k: v.to("meta") for k, v in random_embeddings(config, ["a"]).items()}
+        x = torch.zeros(1, *policy.latent_shape, device="meta")
+        v = policy.velocity(x, torch.full((1,), 0.5, device="meta"), cond, adapter=None)
+        assert v.shape == x.shape, name
+        assert policy.decode(x).shape == (1, 3, size, size), name
+
+
+def _shrunk_families(families: dict[str, Any]) -> dict[str, Any]:
+    """The real family sections with tiny widths and depths, at 64 px (same keys and code)."""
+    small = copy.deepcopy(families)
+    small["sd3.5-large"]["transformer"].update(
+        num_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        caption_projection_dim=32,
+        joint_attention_dim=64,
+        pooled_projection_dim=32,
+        pos_embed_max_size=32,
+        sample_size=16,
+    )
+    small["flux.1-dev"]["transformer"].update(
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=64,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 6, 6],
+    )
+    for name in ("sd3.5-large", "flux.1-dev"):
+        small[name]["text_embeddings"] = {"prompt_embeds": [16, 64], "pooled_projections": [32]}
+        small[name]["vae"].update(
+            block_out_channels=[8, 8, 8, 8],
+            layers_per_block=1,
+            norm_num_groups=8,
+            mid_block_add_attention=False,
+        )
+    qwen = small["qwen-image"]
+    qwen["transformer"].update(
+        num_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=64,
+        axes_dims_rope=[4, 6, 6],
+    )
+    qwen["vae"].update(base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+    qwen["text_embeddings"] = {"prompt_embeds": [16, 64]}
+    qwen["masks"] = {"prompt_embeds_mask": [16, 8]}
+    sana = small["sana-1.6b"]
+    sana["transformer"].update(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=16,
+        cross_attention_dim=32,
+        caption_channels=64,
+        sample_size=2,
+    )
+    sana["vae"].update(
+        encoder_block_out_channels=[8, 8, 8, 8, 32, 32],
+        decoder_block_out_channels=[8, 8, 8, 8, 32, 32],
+        encoder_layers_per_block=[1] * 6,
+        decoder_layers_per_block=[1] * 6,
+        attention_head_dim=4,
+    )
+    sana["text_embeddings"] = {"prompt_embeds": [16, 64]}
+    sana["masks"] = {"prompt_attention_mask": [16, 16]}
+    for name, section in small.items():
+        if not name.startswith("_"):
+            section["resolution"] = 64
+    return small
+
+
+@pytest.mark.slow
+def test_real_size_family_code_path_runs_on_cpu_with_shrunk_configs(
+    tmp_path: Path, gpu_modules: Path
+) -> None:
+    """The non-dry branch of family_parts.py (configs.json's families, bf16 default dtype and
+    autocast, the presets' batches and 9 trained timesteps) with every width shrunk."""
+    from common import load_configs
+    from report import merge
+
+    cfg = load_configs()
+    cfg["families"] = _shrunk_families(cfg["families"])
+    (tmp_path / "configs.json").write_text(json.dumps(cfg))
+    env = {
+        **os.environ,
+        "NFTKIT_GPU_CONFIGS": str(tmp_path / "configs.json"),
+        "OMP_NUM_THREADS": "1",
+    }
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(GPU_DIR / "family_parts.py"), "--out", str(out), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    parts = merge(out / "results.jsonl")
+    batches = {
+        "sd3.5-large": (4, 2),
+        "flux.1-dev": (4, 2),
+        "qwen-image": (4, 2),
+        "sana-1.6b": (9, 9),
+    }
+    for name, (sample_batch, train_batch) in batches.items():
+        family = parts[f"family-{name}"]
+        assert family["_status"]["status"] == "ok", family
+        assert family["model"]["built_on"] == "cpu, bfloat16 default dtype"
+        assert family["sampling"]["batch"] == sample_batch
+        assert (family["nft_step"]["batch"], family["nft_step"]["trained_timesteps"]) == (
+            train_batch,
+            9,
+        )
+
+
+def test_family_time_boxes_and_skips_are_recorded(tmp_path: Path, gpu_modules: Path) -> None:
+    """A family may use what earlier ones left but not the later ones' shares; a spent box
+    skips the family with its reason (recorded, exit status 0) instead of failing the run."""
+    import time
+
+    from common import Settings, load_configs
+    from family_parts import family_box, run_all
+    from report import merge
+
+    now = time.perf_counter()
+    part = Settings(tmp_path, False, torch.device("cpu"), torch.bfloat16, 100.0, now)
+    assert family_box(part, 30.0, 50.0).budget_s == pytest.approx(50.0, abs=0.5)
+    assert family_box(part, 30.0, 90.0).budget_s == pytest.approx(30.0, abs=0.5)
+    dry = Settings(tmp_path, True, torch.device("cpu"), torch.float32, 100.0, now)
+    assert family_box(dry, 30.0, 50.0).budget_s == pytest.approx(100.0, abs=0.5)
+    spent = Settings(tmp_path, False, torch.device("cpu"), torch.bfloat16, 3.0, now)
+    assert run_all(list(FAMILIES), spent, load_configs()["families"]) == 0
+    parts = merge(tmp_path / "results.jsonl")
+    for name in FAMILIES:
+        status = parts[f"family-{name}"]["_status"]["status"]
+        assert status.startswith("skipped: ") and "left of the part's time box" in status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -134,3 +135,23 @@ def test_third_party_family_plugin(plugin_path: Path, tmp_path: Path) -> None:
     assert info["family"] == "toyflow" and info["lora"]["targets"] == ["inp", "mid", "out"]
     wrong = run_cli("debug", "make-tiny", "--family", "toyflw", str(tmp_path / "x"), env=env)
     assert wrong.returncode == 2 and "Did you mean: toyflow" in wrong.stderr
+
+
+def test_sana_preset_resolves_to_the_sana_family_and_plans() -> None:
+    from nftkit.train.presets import get_preset
+
+    preset = get_preset("sana-pickscore")
+    assert family_for_hub_id(preset.model) == "sana"
+    assert preset.policy == {"resolution": 1024, "gradient_checkpointing": True}
+    config = preset.train_config()
+    assert (config.sample_batch_size, config.train_batch_size, config.beta) == (9, 9, 1.0)
+    assert (config.lora_rank, config.lora_alpha, config.num_steps) == (32, 64, 10)
+    for setting in ("1024 px", "9/9", "PickScore", "beta 1.0"):
+        assert setting in preset.description
+    result = run_cli("train", "--preset", "sana-pickscore", "--plan", "--processes", "8")
+    assert result.returncode == 0, result.stderr
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in result.stdout.splitlines()[1:])
+    assert result.stdout.startswith("plan for sana-pickscore (nft)")
+    assert rows["per-GPU train batch"] == "9"
+    assert rows["gradient accumulation"] == "16"  # 1,152 samples / (8 x 9)
+    assert rows["samples per optimizer step"] == "1152"

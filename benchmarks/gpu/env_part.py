@@ -45,16 +45,24 @@ def versions() -> dict[str, str | None]:
 def policy_families() -> dict[str, str]:
     """Model families present (built-ins + the ``nftkit.policies`` entry points) and whether
     this run measures them at real size (a section of configs.json) or not."""
-    measured = {"sd3": "sd3.5-medium"}
-    families = {"sd3", "shapes"} | {ep.name for ep in md.entry_points(group=POLICY_GROUP)}
+    import importlib
+
     configs = load_configs()
+    measured: dict[str, list[str]] = {"sd3": ["sd3.5-medium"]} if "sd3.5-medium" in configs else {}
+    for key, section in configs.get("families", {}).items():
+        if key.startswith("_"):
+            continue
+        module, _, attr = section["policy"].partition(":")
+        family = getattr(importlib.import_module(module), attr).family
+        measured.setdefault(family, []).append(key)
+    families = {"sd3", "shapes"} | {ep.name for ep in md.entry_points(group=POLICY_GROUP)}
     status = {}
     for family in sorted(families):
-        key = measured.get(family)
+        keys = measured.get(family)
         if family == "shapes":
             status[family] = "tiny by design (trains on CPU): not part of the GPU run"
-        elif key is not None and key in configs:
-            status[family] = f"measured at real size ({key})"
+        elif keys:
+            status[family] = f"measured at real size ({', '.join(keys)})"
         else:
             status[family] = "present, not measured: add its real-size config and part"
     return status

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 REWARDS = ("pickscore", "clipscore", "hpsv2", "aesthetic", "imagereward", "geneval", "ocr")
+FAMILIES = ("sd3.5-large", "flux.1-dev", "qwen-image", "sana-1.6b")
 
 
 def merge(lines_path: Path) -> dict[str, dict[str, Any]]:
@@ -120,6 +121,7 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
                 f"{_fmt(row.get('peak_memory_gib'))} | {_fmt(row.get('achieved_tflops'))} | "
                 f"{_fmt(row.get('mfu'))} |"
             )
+    lines += family_table(parts, dry)
     size = "tiny checkpoints" if dry else "random init at real size"
     lines += [
         "",
@@ -155,6 +157,54 @@ def markdown(parts: dict[str, dict[str, Any]]) -> str:
         lines += ["", "## pytest -m cuda", "", f"{counts} (exit {tests.get('returncode')})"]
         lines += [f"- failing: {name}" for name in tests.get("failing", [])]
     return "\n".join(lines) + "\n"
+
+
+def _row(cells: list[str]) -> str:
+    """A markdown table row; empty cells as single spaces."""
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
+
+
+def family_table(parts: dict[str, dict[str, Any]], dry: bool | None) -> list[str]:
+    """The per-family table: sampling images/s and seconds per NFT step at the preset's
+    resolution and batches (family_parts.py)."""
+    size = "tiny configs" if dry else "real size, random init, bf16"
+    lines = [
+        "",
+        f"## Families at their preset (sampling with VAE decode; one NFT step; {size})",
+        "",
+        "| family | preset | transformer params | px | sampling batch | images/s | peak GiB "
+        "| train batch x timesteps | s / NFT step | peak GiB | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in FAMILIES:
+        part = parts.get(f"family-{name}")
+        if part is None:
+            lines.append(_row([name, "", "", "", "", "not run", "", "", "", "", ""]))
+            continue
+        model = part.get("model", {})
+        sample = part.get("sampling", {})
+        step = part.get("nft_step", {})
+        params = model.get("transformer_params")
+        size = "" if not params else f"{params / 1e9:.2f}B" if params >= 1e8 else str(params)
+        status = part.get("_status", {}).get("status", "interrupted")
+        lines.append(
+            _row(
+                [
+                    name,
+                    model.get("preset", ""),
+                    size,
+                    str(model.get("resolution", "")),
+                    str(sample.get("batch", "")),
+                    _fmt(sample.get("images_per_s")) if sample else "",
+                    _fmt(sample.get("peak_memory_gib")) if sample else "",
+                    f"{step['batch']} x {step['trained_timesteps']}" if step else "",
+                    _fmt(step.get("seconds_per_step")) if step else "",
+                    _fmt(step.get("peak_memory_gib")) if step else "",
+                    status,
+                ]
+            )
+        )
+    return lines
 
 
 def write_report(out: Path) -> dict[str, dict[str, Any]]:

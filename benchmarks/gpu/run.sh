@@ -3,15 +3,17 @@
 #
 #   benchmarks/gpu/run.sh [--dry-run] OUTDIR [PART ...]
 #
-# PARTs (default: all, in this order): env sd3-train sd3-sample pytest-cuda reward-pickscore
-# reward-clipscore reward-hpsv2 reward-aesthetic reward-imagereward reward-geneval reward-ocr
-# ("rewards" = every reward in one process). Each part is its own process under `timeout`;
+# PARTs (default: all, in this order): env sd3-train sd3-sample families pytest-cuda
+# reward-pickscore reward-clipscore reward-hpsv2 reward-aesthetic reward-imagereward
+# reward-geneval reward-ocr ("rewards" = every reward in one process; "families" = SD3.5-Large,
+# FLUX.1-dev, Qwen-Image and SANA-1.6B in one process, "family-NAME" one of them, e.g.
+# family-qwen-image). Each part is its own process under `timeout`;
 # its figures are appended to OUTDIR/results.jsonl as they are measured, and after every part
 # OUTDIR/results.json and OUTDIR/results.md are rebuilt, so a part that fails or runs out of
 # time leaves the others' figures. All output also goes to OUTDIR/run.log.
 # --dry-run (or NFTKIT_GPU_DRY_RUN=1): the same code on the CPU with tiny configs, no install.
 # On the device: installs the wheels carried in <repo>/.whl (benchmarks/gpu/fetch-wheels.sh).
-# NFTKIT_GPU_TOTAL_S overrides the overall time box (default 450 s; dry run 240 s).
+# NFTKIT_GPU_TOTAL_S overrides the overall time box (default 470 s; dry run 240 s).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -27,13 +29,13 @@ t0=$(date +%s)
 
 if [ "$dry" = 1 ]; then
   total="${NFTKIT_GPU_TOTAL_S:-240}"
-  default_parts="env sd3-train sd3-sample pytest-cuda rewards"
+  default_parts="env sd3-train sd3-sample families pytest-cuda rewards"
   flag=--dry-run
   export NFTKIT_GPU_DRY_RUN=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
   pytest_paths="tests"
 else
-  total="${NFTKIT_GPU_TOTAL_S:-450}"
-  default_parts="env sd3-train sd3-sample pytest-cuda reward-pickscore reward-clipscore \
+  total="${NFTKIT_GPU_TOTAL_S:-470}"
+  default_parts="env sd3-train sd3-sample families pytest-cuda reward-pickscore reward-clipscore \
 reward-hpsv2 reward-aesthetic reward-imagereward reward-geneval reward-ocr"
   flag=
   pytest_paths="tests"
@@ -52,16 +54,19 @@ fi
 export PYTHONUNBUFFERED=1
 parts="${*:-$default_parts}"
 
-# budget of each part in seconds (its process gets this as a timeout and a time box)
+# budget of each part in seconds (its process gets this as a timeout and a time box); the
+# default GPU parts add up to 447 s of the 470 s box. "families" splits its 140 s by the
+# families' budget_s in configs.json (32 + 36 + 48 + 24).
 budget() {
   if [ "$dry" = 1 ]; then
     case "$1" in rewards) echo 150 ;; *) echo 90 ;; esac; return
   fi
   case "$1" in
-    env) echo 20 ;; sd3-train) echo 100 ;; sd3-sample) echo 60 ;; pytest-cuda) echo 50 ;;
-    reward-pickscore|reward-hpsv2|reward-geneval) echo 35 ;;
-    reward-clipscore|reward-imagereward|reward-ocr) echo 30 ;;
-    reward-aesthetic) echo 22 ;; rewards) echo 200 ;; *) echo 30 ;;
+    env) echo 15 ;; sd3-train) echo 65 ;; sd3-sample) echo 40 ;; families) echo 140 ;;
+    family-*) echo 65 ;; pytest-cuda) echo 35 ;;
+    reward-pickscore|reward-hpsv2|reward-geneval) echo 25 ;;
+    reward-imagereward) echo 22 ;; reward-clipscore|reward-ocr) echo 20 ;;
+    reward-aesthetic) echo 15 ;; rewards) echo 160 ;; *) echo 30 ;;
   esac
 }
 
@@ -70,6 +75,8 @@ command_of() {
     env) echo "$here/env_part.py" ;;
     sd3-train) echo "$here/sd3_parts.py train" ;;
     sd3-sample) echo "$here/sd3_parts.py sample" ;;
+    families) echo "$here/family_parts.py" ;;
+    family-*) echo "$here/family_parts.py ${1#family-}" ;;
     pytest-cuda) echo "$here/pytest_part.py $pytest_paths" ;;
     rewards) echo "$here/reward_parts.py pickscore clipscore hpsv2 aesthetic imagereward geneval ocr" ;;
     reward-*) echo "$here/reward_parts.py ${1#reward-}" ;;
@@ -103,6 +110,7 @@ for part in $parts; do
   took=$(( $(date +%s) - start ))
   case $rc in 0) st=ok ;; 124|137) st="timeout after ${limit} s" ;; *) st="failed (exit $rc)" ;; esac
   [ "$part" = rewards ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && st="some rewards failed (exit $rc)"
+  [ "$part" = families ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && st="some families failed (exit $rc)"
   status_line "$part" "$st" "$took"
   echo "   $part: $st in ${took} s" | tee -a "$log"
   "$py" "$here/report.py" "$out" >>"$log" 2>&1

@@ -127,11 +127,19 @@ def evaluate(
         "server, or a local folder with NFTKIT_VLM_BACKEND=transformers "
         "(default $NFTKIT_VLM_MODEL).",
     ),
+    overrides: list[str] = typer.Option(
+        None,
+        "--set",
+        help="Policy option as policy.KEY=VALUE (e.g. policy.resolution=512, policy.dtype=bf16), "
+        "parsed as in `nftkit train --set`; repeatable. A training output folder brings the "
+        "options it was trained with; these override them.",
+    ),
     device: str = typer.Option("cpu", help="Torch device."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Evaluate a model on a benchmark suite (or score existing images) and record the run."""
     from nftkit.cli.validation import validate_eval
+    from nftkit.config_values import policy_set_items
     from nftkit.eval import EvalSettings
     from nftkit.eval import evaluate as evaluate_suite
     from nftkit.results.store import ResultsStore, database_url
@@ -143,8 +151,9 @@ def evaluate(
         raise UsageError("--batch-size, --limit and --steps must be >= 1")
     if cfg <= 0:
         raise UsageError(f"--cfg must be > 0 (1.0 = no guidance), got {cfg}")
+    policy_options = policy_set_items(overrides or [])
     validate_eval(
-        suite, model, base, images, prompts, output, device, family
+        suite, model, base, images, prompts, output, device, family, policy_options
     )  # before downloads/loads
     evaluator = _evaluator(
         suite,
@@ -179,9 +188,15 @@ def evaluate(
 
         policy = None
         if images is None:
-            from nftkit.policies.loading import load_policy
+            from nftkit.policies.loading import load_policy, policy_kwargs
 
-            policy = load_policy(model, device=dist.device(device), base=base, family=family)
+            policy = load_policy(
+                model,
+                device=dist.device(device),
+                base=base,
+                family=family,
+                **policy_kwargs(policy_options),
+            )
         settings = EvalSettings(
             steps=steps or evaluator.default_steps,
             solver=solver or evaluator.default_solver,
@@ -200,6 +215,7 @@ def evaluate(
             progress=update,
             output_dir=output,
             dist=dist,
+            extra_config={"policy": policy_options} if policy_options else None,
         )
     if not dist.is_main:
         return

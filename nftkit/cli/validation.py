@@ -264,6 +264,30 @@ def validate_train(spec: Any) -> None:
     check_output_folder(Path(spec.output))
 
 
+def check_policy_options(
+    model: str, base: str | None, family: str | None, options: dict[str, Any]
+) -> None:
+    """Policy options (``--set policy.KEY=VALUE``) that the model's family accepts."""
+    if not options:
+        return
+    from nftkit.config_values import closest_key
+    from nftkit.policies.families import family_class
+    from nftkit.policies.loading import describe_model, policy_option_names
+
+    name = str(describe_model(model, base, family=family).get("family", "shapes"))
+    for key in options:
+        if key in ("device", "family"):
+            raise UsageError(f"--set policy.{key}: give --{key} instead")
+    valid = policy_option_names(family_class(name))
+    if valid is None:
+        return  # a family whose options cannot be listed: its loader checks them
+    for key in options:
+        if key not in valid:
+            close = closest_key(key, valid)
+            hint = f"did you mean '{close}'?" if close else f"valid: {', '.join(sorted(valid))}"
+            raise UsageError(f"--set policy.{key}: the {name} policy has no option '{key}'; {hint}")
+
+
 def validate_eval(
     suite: str,
     model: str | None,
@@ -273,14 +297,20 @@ def validate_eval(
     output: Path | None,
     device: str,
     family: str | None = None,
+    policy_options: dict[str, Any] | None = None,
 ) -> None:
     """Everything `nftkit eval` can check before prompt downloads, model loads or db rows."""
     check_suite(suite)
     check_device(device)
     if images is not None:
+        if policy_options:
+            raise UsageError(
+                "--set policy.KEY=VALUE sets how --model generates; drop it with --images"
+            )
         check_input_path(images, "--images")
     elif model is not None:
         check_model(model, base, family)
+        check_policy_options(model, base, family, policy_options or {})
     check_input_path(prompts, "--prompts", folder=False)
     check_output_folder(output)
 

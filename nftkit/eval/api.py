@@ -223,11 +223,13 @@ def evaluate(
     progress: Progress | None = None,
     output_dir: str | Path | None = None,
     dist: Distributed | None = None,
+    extra_config: dict[str, Any] | None = None,
 ) -> EvalReport:
     """The entry point of ``nftkit eval``: generate with ``policy`` or score ``images``.
 
     Exactly one of ``policy`` and ``images`` is given; scoring images uses only
-    ``settings.batch_size``.
+    ``settings.batch_size``. ``extra_config`` joins a generating run's config (e.g. the policy
+    options it was loaded with).
     """
     if (policy is None) == (images is None):
         raise UsageError("give a model to generate images, or --images DIR to score them")
@@ -254,4 +256,5 @@ def evaluate(
         progress=progress,
         output_dir=output_dir,
         dist=dist,
+        extra_config=extra_config,
     )

@@ -8,12 +8,16 @@ applied (or, for a full-parameter run, ``full/``: whose EMA transformer weights 
 base ones), or a diffusers LoRA folder (``pytorch_lora_weights.safetensors``, as ``nftkit export``
 writes) on top of a diffusers ``base``, fused into the base weights. Diffusers models go to
 the policy family (``nftkit.policies.families``) that lists their ``model_index.json``
-``_class_name``; ``family=`` (``--family NAME``) overrides that choice.
+``_class_name``; ``family=`` (``--family NAME``) overrides that choice. A training output folder
+records the policy options it was trained with (``nftkit_model.json`` "policy", e.g. the
+resolution); they are the defaults when it is loaded, and keyword options override them.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,44 @@ from nftkit.policies.shapes import BUILTIN_MODELS, CONFIG_FILE, ShapesPolicy
 
 MODEL_INFO_FILE = "nftkit_model.json"
 DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
+NOT_POLICY_OPTIONS = ("family", "device")  # given by --family / --device, not as options
+
+
+def policy_kwargs(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Policy options as ``load_policy`` keywords: "family" and "device" dropped (they have
+    their own arguments), an ``autocast_dtype`` name ("bf16") parsed; other dtype names stay
+    strings (the family's ``from_pretrained`` parses them)."""
+    kwargs = {k: v for k, v in (options or {}).items() if k not in NOT_POLICY_OPTIONS}
+    if kwargs.get("autocast_dtype") not in (None, "auto"):
+        import torch
+
+        from nftkit.policies.sd3 import parse_dtype
+
+        kwargs["autocast_dtype"] = parse_dtype(kwargs["autocast_dtype"], torch.float32)
+    return kwargs
+
+
+def policy_option_names(cls: Any) -> set[str] | None:
+    """The keyword options a family's ``from_pretrained`` takes, following ``**kwargs`` into
+    the class's ``__init__`` chain; None when it stays open-ended (anything may be valid)."""
+    names: set[str] = set()
+    functions = [cls.from_pretrained] + [
+        klass.__dict__["__init__"] for klass in cls.__mro__ if "__init__" in klass.__dict__
+    ]
+    for function in functions:
+        try:
+            params = list(inspect.signature(function).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        if params and params[0].name in ("self", "cls"):
+            params = params[1:]
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if named and named[0].kind is named[0].POSITIONAL_OR_KEYWORD:
+            named = named[1:]  # the model: name_or_path, pipeline or model
+        names |= {p.name for p in named}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names - set(NOT_POLICY_OPTIONS)
+    return None
 
 
 def describe_model(
@@ -92,10 +134,13 @@ def load_policy(
 ) -> Policy:
     """Load the policy named by ``model`` (a base, or a base + trained LoRA).
 
-    ``family`` (``--family NAME``) overrides the family found from ``model_index.json``.
+    ``family`` (``--family NAME``) overrides the family found from ``model_index.json``; a
+    training output folder's recorded policy options are the defaults of ``kwargs``.
     """
     info = describe_model(model, base, family)
     name = info.get("family", "shapes")
+    stored = info.get("policy")
+    kwargs = {**policy_kwargs(stored if isinstance(stored, dict) else None), **kwargs}
     policy: Policy
     if name == "shapes":
         policy = ShapesPolicy.from_pretrained(info["base"], device=device, **kwargs)

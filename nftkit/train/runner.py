@@ -17,7 +17,7 @@ import torch
 
 from nftkit.compose import RewardComposer
 from nftkit.errors import UsageError
-from nftkit.policies.loading import describe_model, load_policy
+from nftkit.policies.loading import describe_model, load_policy, policy_kwargs
 from nftkit.train.algos import TITLES, TrainConfig, algo_of, trainer_class
 from nftkit.train.checkpoint import latest_checkpoint, write_json_atomic
 from nftkit.train.distributed import Distributed
@@ -110,8 +110,11 @@ def _run_locked(
             "another --output"
         )
     torch.manual_seed(spec.config.seed)
-    info = describe_model(spec.model, family=(spec.policy_options or {}).get("family"))
-    policy = load_policy(spec.model, device=device, **_policy_kwargs(spec.policy_options))
+    options = dict(spec.policy_options or {})
+    info = describe_model(spec.model, family=options.get("family"))
+    policy = load_policy(
+        spec.model, device=device, family=options.get("family"), **policy_kwargs(options)
+    )
     stages = parse_stages(spec.stages)
     first = stage_at(stages, 0) if stages else Stage("main", 1, spec.rewards, spec.prompts)
     composer = RewardComposer(first.rewards, reward_kwargs={"device": device})
@@ -126,7 +129,7 @@ def _run_locked(
         prompts,
         spec.config,
         output,
-        model_info={"family": info.get("family", "shapes"), "base": info.get("base", spec.model)},
+        model_info=_model_info(info, spec),
         dist=dist,
     )
     if on_start is not None:
@@ -202,14 +205,17 @@ def _run_locked(
     }
 
 
-def _policy_kwargs(options: dict[str, Any] | None) -> dict[str, Any]:
-    """Policy options from the config (dtype names stay strings; the policy parses them)."""
-    kwargs = dict(options or {})
-    if kwargs.get("autocast_dtype") not in (None, "auto"):
-        from nftkit.policies.sd3 import parse_dtype
-
-        kwargs["autocast_dtype"] = parse_dtype(kwargs["autocast_dtype"], torch.float32)
-    return kwargs
+def _model_info(info: dict[str, Any], spec: TrainSpec) -> dict[str, Any]:
+    """What nftkit_model.json records beside the LoRA: the family, the base model and the
+    policy options trained with (``load_policy`` uses them as the defaults for eval)."""
+    model_info: dict[str, Any] = {
+        "family": info.get("family", "shapes"),
+        "base": info.get("base", spec.model),
+    }
+    options = {k: v for k, v in (spec.policy_options or {}).items() if k != "family"}
+    if options:
+        model_info["policy"] = options
+    return model_info
 
 
 def _grid_images(policy: Any, prompts: list[Any], adapter: str | None) -> list[Any]:
