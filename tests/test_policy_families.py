@@ -155,3 +155,9 @@ def test_sana_preset_resolves_to_the_sana_family_and_plans() -> None:
     assert rows["per-GPU train batch"] == "9"
     assert rows["gradient accumulation"] == "16"  # 1,152 samples / (8 x 9)
     assert rows["samples per optimizer step"] == "1152"
+
+
+def test_table_title_names_policy_families() -> None:
+    result = run_cli("policies", "list")
+    assert result.returncode == 0, result.stderr
+    assert "nftkit policy families" in result.stdout

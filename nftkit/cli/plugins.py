@@ -36,7 +36,8 @@ def _print(registry: Registry, as_json: bool) -> None:
         keys = ("name", "distribution", "version", "status", "error")
         typer.echo(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
         return
-    table = Table(title=f"nftkit {registry.kind}s")
+    kind = registry.kind
+    table = Table(title=f"nftkit {kind[:-1] + 'ies' if kind.endswith('y') else kind + 's'}")
     for column in ("name", "status", "distribution", "version", "description / error"):
         table.add_column(column)
     for r in rows:
