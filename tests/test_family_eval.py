@@ -145,3 +145,38 @@ def test_bad_policy_options_fail_before_loading(root: Path, item: str, message: 
     )
     assert isinstance(result.exception, UsageError), (result.output, result.exception)
     assert message in str(result.exception)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_grpo_optimizer_step_changes_the_lora(root: Path, family: str) -> None:
+    run = root / f"grpo-{family}"
+    extra = QWEN_AT_32 if family == "qwen-image" else []
+    result = invoke(
+        "--db",
+        f"sqlite:///{root / 'grpo.db'}",
+        "train",
+        "--algo",
+        "grpo",
+        "--model",
+        str(root / family),
+        "--rewards",
+        "jpeg",
+        "--prompts",
+        str(root / "prompts.txt"),
+        "--output",
+        str(run),
+        "--epochs",
+        "1",
+        "--quiet",
+        *[f"--set={item}" for item in ("prompts_per_epoch=2", "group_size=4", "num_steps=3")],
+        *[f"--set={item}" for item in ("lora_rank=4", "seed=5")],
+        *extra,
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1])["optimizer_steps"] == 1
+    from safetensors.torch import load_file
+
+    # the trained adapter moved (lora_B starts at zero); the saved EMA keeps the start until
+    # its first update, every 8 optimizer steps, as in Flow-GRPO
+    trained = load_file(run / "checkpoints" / "step-0000001" / "adapter_default.safetensors")
+    moved = [t.abs().max() for name, t in trained.items() if "lora_B" in name]
+    assert moved and max(moved) > 0
