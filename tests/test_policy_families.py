@@ -150,7 +150,9 @@ def test_sana_preset_resolves_to_the_sana_family_and_plans() -> None:
         assert setting in preset.description
     result = run_cli("train", "--preset", "sana-pickscore", "--plan", "--processes", "8")
     assert result.returncode == 0, result.stderr
-    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in result.stdout.splitlines()[1:])
+    lines = result.stdout.splitlines()
+    assert lines[-1].startswith("estimated peak GPU memory per process: ")
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in lines[1:-1])
     assert result.stdout.startswith("plan for sana-pickscore (nft)")
     assert rows["per-GPU train batch"] == "9"
     assert rows["gradient accumulation"] == "16"  # 1,152 samples / (8 x 9)
