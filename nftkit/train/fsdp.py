@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from nftkit.errors import UsageError
-from nftkit.train.full_weights import values_in
+from nftkit.train.schedules import values_in
 
 FSDP_ENV = "ACCELERATE_USE_FSDP"
 

@@ -119,21 +119,6 @@ class FullWeights:
         return total
 
 
-@contextmanager
-def values_in(params: list[Tensor], values: list[Tensor]) -> Iterator[None]:
-    """Temporarily copy ``values`` (cast to the parameters' dtype) into ``params``."""
-    backup = [p.detach().clone() for p in params]
-    with torch.no_grad():
-        for p, v in zip(params, values, strict=True):
-            p.copy_(v)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for p, b in zip(params, backup, strict=True):
-                p.copy_(b)
-
-
 def _nothing() -> None:
     return None
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 GB = 1e9
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1}
 
 
 @dataclass(frozen=True)

@@ -102,14 +102,8 @@ class EmaWeights:
         """Temporarily put the EMA weights into ``params``; the originals come back on exit."""
         params = list(params)
         self._check(params)
-        backup = [p.detach().clone() for p in params]
-        self.copy_to(params)
-        try:
+        with values_in(params, self.shadow):
             yield
-        finally:
-            with torch.no_grad():
-                for p, b in zip(params, backup, strict=True):
-                    p.copy_(b)
 
     def state_dict(self) -> dict[str, Tensor]:
         """Shadows keyed "0", "1", ... (contiguous tensors; safetensors-friendly)."""
@@ -128,3 +122,18 @@ class EmaWeights:
             if src.shape != s.shape:
                 raise ValueError(f"EMA tensor {i}: shape {tuple(src.shape)} != {tuple(s.shape)}")
             s.copy_(src.to(device=s.device, dtype=torch.float32))
+
+
+@contextmanager
+def values_in(params: list[Tensor], values: list[Tensor]) -> Iterator[None]:
+    """Temporarily copy ``values`` (cast to the parameters' dtype) into ``params``."""
+    backup = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, b in zip(params, backup, strict=True):
+                p.copy_(b)
