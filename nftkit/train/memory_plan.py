@@ -257,7 +257,7 @@ def estimate_memory(
 
 def plan_memory_line(model: str, config: Any, policy: dict[str, Any], world: int = 1) -> str:
     """The `--plan` line: the estimate, or why there is none."""
-    if model == "shapes-base" or model.startswith("shapes"):
+    if model.startswith("shapes"):
         return "estimated peak GPU memory per process: n/a (the shapes model runs on the CPU)"
     arch = architecture_for(model)
     if arch is None:
