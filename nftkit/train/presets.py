@@ -67,10 +67,10 @@ PRESETS: dict[str, Preset] = {
         prompts="shapes-train",
         eval_suite="shapes",
         description="CPU shapes world: GenEval partial reward, held-out shapes suite",
-        # Sized for `make demo` (~390 s of training on 2 CPU cores with bf16, ~2x without): 30 epochs of 16
-        # prompts x 8 images, 3 of the 10 sampler timesteps trained per image, 8 optimizer steps
-        # per epoch (16 samples per step). beta 0.3 (between the paper's 1.0 and 0.1) learned
-        # fastest per epoch here.
+        # Sized for `make demo` (~390 s of training on 2 CPU cores with bf16, ~2x without): 30
+        # epochs of 16 prompts x 8 images, 3 of the 10 sampler timesteps trained per image, 8
+        # optimizer steps per epoch (16 samples per step). beta 0.3 (between the paper's 1.0 and
+        # 0.1) learned fastest per epoch here.
         config={
             "epochs": 30,
             "prompts_per_epoch": 16,
