@@ -1,6 +1,6 @@
 """DiffusionNFT vs the FlowGRPO baseline on the CPU shapes world: the efficiency headline.
 
-Both methods start from `shapes-base`, train against `shapes-geneval` on the `shapes-train`
+Both methods start from `shapes-base`, train against `shapes-geneval` on the `shapes` preset's
 prompts (the same prompts per epoch for a seed) with the same images per epoch and the same
 optimizer steps per epoch (NFT's settings come from the `shapes` preset, GRPO's from
 `shapes-grpo` with NFT's budget copied in). Every --eval-every epochs the EMA weights are
@@ -37,6 +37,7 @@ from nftkit.train.algos import TITLES, TrainConfig, trainer_class
 from nftkit.train.presets import get_preset, resolve_training_prompts
 
 PRESETS = {"nft": "shapes", "grpo": "shapes-grpo"}
+PROMPTS = get_preset(PRESETS["nft"]).prompts  # both methods train on the NFT preset's prompts
 BUDGET_KEYS = (
     "prompts_per_epoch",
     "group_size",
@@ -103,7 +104,7 @@ def run_method(
     config = type(config).from_dict({**config.to_dict(), "seed": seed})
     policy = load_policy("shapes-base", autocast_dtype=autocast)
     composer = RewardComposer("shapes-geneval")
-    prompts = resolve_training_prompts("shapes-train")
+    prompts = resolve_training_prompts(PROMPTS)
     per_epoch = config.prompts_per_epoch * config.group_size
     curve = [{"epoch": 0, "step": 0, "images": 0, "seconds": 0.0, "overall": base_overall}]
     seconds = 0.0
@@ -341,6 +342,7 @@ def main() -> None:
     result = {
         "quick": quick,
         "seeds": seeds,
+        "prompts": PROMPTS,
         "nft_epochs": epochs,
         "eval_every": eval_every,
         "grpo_budget": args.grpo_budget,
