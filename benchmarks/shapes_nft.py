@@ -40,12 +40,12 @@ def evaluate_seeds(
     model: str | Path, label: str, eval_seeds: list[int], store: ResultsStore
 ) -> dict[str, Any]:
     """Score ``model`` on the held-out suite once per eval seed; metrics averaged over them."""
-    policy = load_policy(model)
+    policy, evaluator = load_policy(model), ShapesEvaluator()
     reports = []
     for eval_seed in eval_seeds:
-        settings = EvalSettings(steps=ShapesEvaluator.default_steps, seed=eval_seed)
+        settings = EvalSettings(steps=evaluator.default_steps, seed=eval_seed)
         name = label if eval_seed == eval_seeds[0] else f"{label}-eval{eval_seed}"
-        reports.append(run_evaluation(policy, ShapesEvaluator(), name, settings, store=store))
+        reports.append(run_evaluation(policy, evaluator, name, settings, store=store))
     keys = reports[0].metrics.keys()
     return {
         "overall": statistics.fmean(r.metrics["overall"] for r in reports),
