@@ -8,32 +8,18 @@ does not grow the server's memory.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import random
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from nftkit.serve import protocol
 from nftkit.serve.protocol import Limits, RequestError, parse_score_request
+from tests.script_loading import load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_fuzz.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("serve_fuzz", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serve_fuzz"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _load()
+fuzz = load_benchmark("serve_fuzz")
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="RSS is read from /proc")
