@@ -152,3 +152,24 @@ def test_high_noise_steps_trains_only_the_first_sampler_steps(
 def test_high_noise_steps_outside_the_schedule_is_refused() -> None:
     with pytest.raises(UsageError, match="high_noise_steps=12"):
         _config(num_steps=10, high_noise_steps=12)
+
+
+def test_epoch_clock_steps_eta_and_the_ema_once_per_epoch(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(epochs=2, group_size=8, schedule_clock="epoch")  # 4 optimizer steps/epoch
+    trainer = _trainer(tiny_model_dir, tmp_path, config)
+    calls: list[int] = []
+    update = trainer.ema.update
+    trainer.ema.update = lambda params, step: calls.append(step) or update(params, step)
+    records = [trainer.run_epoch() for _ in range(2)]
+    assert [r["step"] for r in records] == [4, 8]
+    assert calls == [1, 2]  # once per epoch, indexed by epochs done (not 4 and 8)
+    assert [r["eta"] for r in records] == pytest.approx([0.001, 0.002])  # default: 0.001 x epochs
+    stepped = _trainer(tiny_model_dir, tmp_path / "s", _config(epochs=1, group_size=8))
+    assert stepped.run_epoch()["eta"] == pytest.approx(0.004)  # the reference clock: 4 steps
+
+
+def test_unknown_schedule_clock_is_refused() -> None:
+    with pytest.raises(UsageError, match="schedule_clock"):
+        _config(schedule_clock="wallclock")

@@ -16,6 +16,7 @@ them, with the shifted linspace grid and no keyword as fallbacks.
 from __future__ import annotations
 
 import inspect
+import platform
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, Protocol, runtime_checkable
@@ -119,18 +120,27 @@ def repeat_cond(cond: Cond, repeats: int) -> Cond:
 AUTO = "auto"
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (x86: AVX512-BF16 or AMX tiles)."""
+    try:
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def fast_autocast_dtype(device: torch.device | str) -> torch.dtype | None:
     """bfloat16 where the hardware runs it natively, else None (plain float32).
 
-    On CPU that needs oneDNN bf16 support (AVX512-BF16 / AMX); elsewhere bf16 is emulated and
-    runs ~20x slower than float32. On CUDA it needs ``torch.cuda.is_bf16_supported()``.
+    On CPU that needs native bf16 instructions: on x86, AVX512-BF16 or AMX. oneDNN also reports
+    bf16 "supported" on plain AVX-512 (it converts), where the shapes model runs ~2.4x slower in
+    bf16 than in float32 (a 2-core Xeon without AVX512-BF16, measured), and ~20x slower without
+    AVX-512. On other CPUs, oneDNN's own check. On CUDA: ``torch.cuda.is_bf16_supported()``.
     """
     kind = torch.device(device).type
     if kind == "cpu":
-        try:
-            return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
-        except (AttributeError, RuntimeError):
-            return None
+        return torch.bfloat16 if cpu_has_native_bf16() else None
     if kind == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return None

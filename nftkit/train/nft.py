@@ -39,6 +39,8 @@ from nftkit.train.trainer_config import (  # noqa: F401  (re-exported: the publi
     config_from_dict,
 )
 
+SCHEDULE_CLOCKS = ("step", "epoch")
+
 
 @dataclass
 class NFTConfig(TrainerConfig):
@@ -55,9 +57,17 @@ class NFTConfig(TrainerConfig):
     ref_weight: float = 1e-4
     weighting: str = "adaptive"
     eta_schedule: str = "default"
+    # What indexes eta (the old-policy decay) and the evaluation EMA's decay: "step" (the
+    # reference: the optimizer step, once per epoch in its layout) or "epoch" (once per epoch,
+    # whatever the optimizer steps per epoch; docs/fidelity.md section 1).
+    schedule_clock: str = "step"
 
     def __post_init__(self) -> None:
-        """Reject a timestep window that the sampler does not have."""
+        """Reject a timestep window that the sampler does not have, or an unknown clock."""
+        if self.schedule_clock not in SCHEDULE_CLOCKS:
+            raise UsageError(
+                f"schedule_clock={self.schedule_clock!r} is not one of {', '.join(SCHEDULE_CLOCKS)}"
+            )
         window = self.high_noise_steps
         if window is not None and not 1 <= window <= self.num_steps:
             raise UsageError(
@@ -71,6 +81,16 @@ class NFTTrainer(AdapterTrainer):
     algo = "nft"
 
     config: NFTConfig
+
+    # ------------------------------------------------------------------ schedules
+    def schedule_position(self, epoch: int) -> int:
+        """Where eta and the EMA stand after ``epoch``: optimizer steps or epochs done."""
+        return epoch + 1 if self.config.schedule_clock == "epoch" else self.global_step
+
+    def step_ema(self) -> None:
+        """Per optimizer step under the "step" clock; "epoch" steps it at the epoch's end."""
+        if self.config.schedule_clock == "step":
+            super().step_ema()
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
@@ -163,7 +183,9 @@ class NFTTrainer(AdapterTrainer):
             if sync_now:
                 self.optimizer_step(totals, k)
         model.eval()
-        eta = old_policy_decay(self.global_step, cfg.eta_schedule)
+        if cfg.schedule_clock == "epoch":
+            self.ema.update(self.trainable, self.schedule_position(epoch))
+        eta = old_policy_decay(self.schedule_position(epoch), cfg.eta_schedule)
         self.update_old(eta)
         stats = {key: value / max(count, 1) for key, value in totals.items()}
         stats.update(

@@ -187,6 +187,10 @@ class AdapterTrainer:
         else:
             soft_update_adapter(self.policy.model, "old", "default", eta)
 
+    def step_ema(self) -> None:
+        """Advance the evaluation EMA after an optimizer step (an algorithm may defer it)."""
+        self.ema.update(self.trainable, self.global_step)
+
     # ------------------------------------------------------------------ algorithm hooks
     def sample_epoch(self, epoch: int) -> EpochBatch:
         """Sample and score one epoch's images (implemented by each algorithm)."""
@@ -248,7 +252,7 @@ class AdapterTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        self.ema.update(self.trainable, self.global_step)
+        self.step_ema()
         fault_point("after-step", self.global_step)  # crash tests only (faults.py)
 
     def run_epoch(self) -> dict[str, Any]:
