@@ -43,6 +43,29 @@ def test_task_weights_steer_the_task_mix() -> None:
         training_pairs(rng, 4, 1.0, POOL, {t: 0.0 for t in ALL_TASKS})
 
 
+def _quadrants_filled(pixels, prompts) -> list[bool]:
+    """For each four-object image: does every 16x16 quadrant hold a drawn pixel?"""
+    images = ((pixels.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).round().astype(np.uint8)
+    filled = []
+    for prompt, image in zip(prompts, images, strict=True):
+        assert judge_image(BY_PROMPT[prompt], image).correct
+        if BY_PROMPT[prompt]["include"][0]["count"] == 4:
+            drawn = np.any(image != image[0, 0], axis=2)
+            filled.append(
+                all(drawn[r : r + 16, c : c + 16].any() for r in (0, 16) for c in (0, 16))
+            )
+    return filled
+
+
+def test_count_cells_lays_counting_images_out_in_a_grid() -> None:
+    only_counting = {t: 0.0 for t in ALL_TASKS} | {"counting": 1.0}
+    rng = np.random.default_rng(2)
+    free = _quadrants_filled(*training_pairs(rng, 48, 1.0, POOL, only_counting))
+    grid = _quadrants_filled(*training_pairs(rng, 48, 1.0, POOL, only_counting, count_cells=True))
+    assert grid and all(grid)  # 2x2: one object per quadrant
+    assert not all(free)  # free placement often leaves a quadrant empty
+
+
 def test_parse_task_weights_checks_names_and_numbers() -> None:
     assert parse_task_weights("position=2, color_attr=1.5") == {"position": 2.0, "color_attr": 1.5}
     with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'position'"):
@@ -60,11 +83,13 @@ def test_pretrain_writes_a_loadable_model_and_its_recipe(tmp_path) -> None:
         save_every=0,
         architecture={"channels": (8, 16, 16)},
         task_weights={"position": 3.0},
+        count_cells=True,
     )
     policy = ShapesPolicy.from_pretrained(tmp_path / "model", autocast_dtype=None)
     assert policy.model.config.channels == (8, 16, 16)
     recorded = json.loads((tmp_path / "model" / "training.json").read_text())
     assert recorded["task_weights"] == {"position": 3.0} == stats["task_weights"]
+    assert recorded["count_cells"] is True
     assert np.isfinite(recorded["final_loss"]) and recorded["final_loss"] > 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from nftkit.shapes.scene import (
     Scene,
     SceneSamplingError,
     ShapeObject,
+    count_grid,
     perturb_metadata,
     render,
     sample_scene,
@@ -241,6 +243,39 @@ def test_sample_scene_reading_order_leaves_single_clauses_and_positions_alone() 
     for meta in (position, counting):
         a = sample_scene(meta, np.random.default_rng(2))
         b = sample_scene(meta, np.random.default_rng(2), reading_order=True)
+        assert a == b
+
+
+@pytest.mark.parametrize("count", [2, 3, 4, 5, 6])
+def test_count_grid_cells_tile_the_image_in_reading_order(count: int) -> None:
+    cells = count_grid(count, 32)
+    assert cells is not None and len(cells) == count
+    for x_lo, x_hi, y_lo, y_hi in cells:
+        assert 0 <= x_lo < x_hi <= 32 and 0 <= y_lo < y_hi <= 32
+        assert x_hi - x_lo >= 9 and y_hi - y_lo >= 9  # room for a 7 px object and its gap
+    for a, b in pairwise(cells):
+        assert (a[2], a[0]) < (b[2], b[0])  # row by row, left to right
+    assert count_grid(1, 32) is None and count_grid(7, 32) is None
+
+
+def test_sample_scene_count_cells_puts_each_counted_object_in_its_cell() -> None:
+    rng = np.random.default_rng(5)
+    for meta in all_prompts("counting"):
+        n = meta["include"][0]["count"]
+        for _ in range(5):
+            scene = sample_scene(meta, rng, count_cells=True)
+            assert len(scene.objects) == n
+            for obj, (x_lo, x_hi, y_lo, y_hi) in zip(scene.objects, count_grid(n), strict=True):
+                x1, y1, x2, y2 = obj.box
+                assert x_lo <= x1 and x2 <= x_hi and y_lo <= y1 and y2 <= y_hi
+            assert judge_image(meta, render(scene)).correct
+
+
+def test_sample_scene_count_cells_leaves_other_tasks_alone() -> None:
+    for task in ("single_object", "two_object", "position", "color_attr"):
+        meta = all_prompts(task)[0]
+        a = sample_scene(meta, np.random.default_rng(8), reading_order=True)
+        b = sample_scene(meta, np.random.default_rng(8), reading_order=True, count_cells=True)
         assert a == b
 
 

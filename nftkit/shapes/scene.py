@@ -16,6 +16,7 @@ __all__ = [
     "Scene",
     "SceneSamplingError",
     "ShapeObject",
+    "count_grid",
     "perturb_metadata",
     "render",
     "sample_scene",
@@ -27,6 +28,8 @@ MAX_SIDE = 10
 """Largest object side / diameter drawn by the sampler, in pixels."""
 GAP = 2
 """Minimum gap between the boxes of two sampled objects, in pixels."""
+Region = tuple[int, int, int, int]
+"""A rectangle of the image an object must lie in: (x_lo, x_hi, y_lo, y_hi), in pixels."""
 CLEAR_MAIN = 0.7
 """A sampled position relation needs |main component| >= this (the judge needs > 0.5)."""
 CLEAR_CROSS = 0.3
@@ -82,6 +85,7 @@ def sample_scene(
     size: int = IMAGE_SIZE,
     max_tries: int = 1000,
     reading_order: bool = False,
+    count_cells: bool = False,
 ) -> Scene:
     """Sample a random scene that satisfies ``metadata`` (a GenEval-style dict).
 
@@ -92,6 +96,9 @@ def sample_scene(
     With ``reading_order``, a scene of several clauses and no position clause is laid out as its
     prompt reads: clause i's objects lie in the i-th of equal vertical bands, left to right
     (pre-training data in which "a red circle and a blue square" always puts the circle first).
+    With ``count_cells``, the objects of a one-clause scene of two or more (a counting prompt)
+    each get a cell of their own, filled in reading order (``count_grid``): two or three side
+    by side, four in a 2x2 grid, five in a 3+2 grid, jittered inside their cell.
     Raises SceneSamplingError if no such scene is found in ``max_tries`` attempts.
     """
     validate_metadata(metadata)
@@ -102,7 +109,7 @@ def sample_scene(
     if n_objects * (MIN_SIDE + GAP) ** 2 > size * size:
         raise SceneSamplingError(f"{n_objects} objects do not fit in a {size}x{size} image")
     for _ in range(max_tries):
-        groups = _place_objects(include, rng, size, max_side, reading_order)
+        groups = _place_objects(include, rng, size, max_side, reading_order, count_cells)
         if groups is not None and _positions_hold(include, groups):
             return Scene([obj for group in groups for obj in group], size)
     raise SceneSamplingError(
@@ -126,17 +133,22 @@ def _place_objects(
     size: int,
     max_side: int,
     reading_order: bool = False,
+    count_cells: bool = False,
 ) -> list[list[ShapeObject]] | None:
     """Place every clause's objects at random without overlap; None when it gets stuck."""
     boxes: list[Box] = []
     groups: list[list[ShapeObject]] = []
     ordered = reading_order and len(include) > 1 and not any("position" in c for c in include)
+    cells = None
+    if count_cells and len(include) == 1 and "position" not in include[0]:
+        cells = count_grid(include[0]["count"], size)
     for i, clause in enumerate(include):
-        band = (i * size // len(include), (i + 1) * size // len(include)) if ordered else None
+        band = (i * size // len(include), (i + 1) * size // len(include)) if ordered else (0, size)
         color = clause.get("color") or str(rng.choice(list(COLORS)))
         group: list[ShapeObject] = []
-        for _ in range(clause["count"]):
-            obj = _place_one(clause["class"], color, boxes, rng, size, max_side, band)
+        for k in range(clause["count"]):
+            region = cells[k] if cells else (*band, 0, size)
+            obj = _place_one(clause["class"], color, boxes, rng, max_side, region)
             if obj is None:
                 return None
             boxes.append(obj.box)
@@ -145,21 +157,36 @@ def _place_objects(
     return groups
 
 
+def count_grid(count: int, size: int = IMAGE_SIZE) -> list[Region] | None:
+    """``count`` cells (x_lo, x_hi, y_lo, y_hi) in reading order: one row of up to three, else
+    two rows; None when a cell would be too small for an object (more than six objects)."""
+    if count < 2:
+        return None
+    rows = 1 if count <= 3 else 2
+    cols = -(-count // rows)
+    if size // cols < MIN_SIDE + GAP or size // rows < MIN_SIDE + GAP:
+        return None
+    xs = [c * size // cols for c in range(cols + 1)]
+    ys = [r * size // rows for r in range(rows + 1)]
+    cells = [(xs[c], xs[c + 1], ys[r], ys[r + 1]) for r in range(rows) for c in range(cols)]
+    return cells[:count]
+
+
 def _place_one(
     shape: str,
     color: str,
     boxes: list[Box],
     rng: np.random.Generator,
-    size: int,
     max_side: int,
-    band: tuple[int, int] | None = None,
+    region: Region,
     tries: int = 30,
 ) -> ShapeObject | None:
-    lo, hi = band or (0, size)
+    """One object fully inside ``region`` (x_lo, x_hi, y_lo, y_hi), apart from ``boxes``."""
+    x_lo, x_hi, y_lo, y_hi = region
     for _ in range(tries):
-        side = int(rng.integers(MIN_SIDE, min(max_side, hi - lo) + 1))
-        x1 = int(rng.integers(lo, hi - side + 1))
-        y1 = int(rng.integers(0, size - side + 1))
+        side = int(rng.integers(MIN_SIDE, min(max_side, x_hi - x_lo, y_hi - y_lo) + 1))
+        x1 = int(rng.integers(x_lo, x_hi - side + 1))
+        y1 = int(rng.integers(y_lo, y_hi - side + 1))
         box = (x1, y1, x1 + side, y1 + side)
         if all(_apart(box, other) for other in boxes):
             return ShapeObject(shape, color, x1 + side / 2.0, y1 + side / 2.0, float(side))
