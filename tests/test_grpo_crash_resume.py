@@ -20,7 +20,7 @@ from tests.test_crash_resume import _assert_same_state, _kill_and_resume, _train
 
 # 3 epochs of 8 samples, train batch 4: 2 optimizer steps per epoch, a checkpoint every epoch;
 # 6 SDE steps of which int(0.99 * 6) = 5 are trained, KL 0.04 (the preset's).
-# Seed 1 on the shipped base keeps 0.75, 1.0 and 0.5 of the samples: both branches are exercised.
+# Seed 2 on the shipped base keeps 1.0, 0.5 and 1.0 of the samples: both branches are exercised.
 SHAPES_GRPO = [
     "--steps",
     "3",
@@ -48,7 +48,7 @@ SHAPES_GRPO = [
     "--set",
     "ema_interval=2",
     "--set",
-    "seed=1",
+    "seed=2",
     "--set",
     "policy.autocast_dtype=null",
 ]
