@@ -17,9 +17,14 @@ POOL = {task: all_prompts(task) for task in ALL_TASKS}
 BY_PROMPT = {meta["prompt"]: meta for metas in POOL.values() for meta in metas}
 
 
+def _as_images(pixels) -> np.ndarray:
+    """Training pixels in [-1, 1], [B, 3, H, W] -> uint8 [B, H, W, 3] images for the judge."""
+    return ((pixels.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).round().astype(np.uint8)
+
+
 def _verdicts(p_correct: float, n: int = 48) -> list[bool]:
     pixels, prompts = training_pairs(np.random.default_rng(0), n, p_correct, POOL)
-    images = ((pixels.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).round().astype(np.uint8)
+    images = _as_images(pixels)
     return [
         judge_image(BY_PROMPT[p], image).correct for p, image in zip(prompts, images, strict=True)
     ]
@@ -45,7 +50,7 @@ def test_task_weights_steer_the_task_mix() -> None:
 
 def _quadrants_filled(pixels, prompts) -> list[bool]:
     """For each four-object image: does every 16x16 quadrant hold a drawn pixel?"""
-    images = ((pixels.permute(0, 2, 3, 1).numpy() + 1.0) * 127.5).round().astype(np.uint8)
+    images = _as_images(pixels)
     filled = []
     for prompt, image in zip(prompts, images, strict=True):
         assert judge_image(BY_PROMPT[prompt], image).correct
